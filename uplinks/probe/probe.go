@@ -1,0 +1,389 @@
+// Package probe measures each tunnel from the inside.
+//
+// Carrier events only catch a cut next to the router. A fault further out
+// (the ISP's aggregation, a blackholing firewall, a dead concentrator port)
+// leaves every link up and silently eats packets. The only reliable witness
+// is traffic through the tunnel itself: small UDP echoes to the concentrator
+// (ours, so no public reflectors are needed) a few milliseconds apart on the
+// primary and sparse on metered LTE, plus the tunnel's own receive counter,
+// which under load proves liveness far more often than probes can.
+//
+// Silence is judged against a timeout derived from the measured RTT the way
+// TCP derives its RTO (RFC 6298), so a loaded path whose RTT swells is not
+// declared dead, while an idle 5 ms path is declared dead within ~15 ms.
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const magic = 0x4c4c5052 // "LLPR"
+
+// packet layout: magic(4) seq(8) sentUnixNano(8)
+const packetLen = 20
+
+// Responder echoes probes; the concentrator runs one on every tunnel
+// address (it listens on the wildcard address).
+type Responder struct {
+	conn *net.UDPConn
+}
+
+// NewResponder listens on addr (e.g. ":7").
+func NewResponder(addr string) (*Responder, error) {
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ResolveUDPAddr(%q): %w", addr, err)
+	}
+	c, err := net.ListenUDP("udp4", ua)
+	if err != nil {
+		return nil, fmt.Errorf("ListenUDP(%v): %w", ua, err)
+	}
+	return &Responder{conn: c}, nil
+}
+
+// Addr is where the responder listens.
+func (r *Responder) Addr() net.Addr { return r.conn.LocalAddr() }
+
+// Serve echoes until ctx ends.
+func (r *Responder) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		r.conn.Close()
+	}()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := r.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("probe responder read: %w", err)
+		}
+		// Only echo our own probes, so the responder can't be used as an
+		// amplifier or a reflector for anything else.
+		if n != packetLen || binary.BigEndian.Uint32(buf) != magic {
+			continue
+		}
+		r.conn.WriteToUDPAddrPort(buf[:n], from)
+	}
+}
+
+// Config of one prober.
+type Config struct {
+	// Interface is the tunnel device the probes must leave through.
+	Interface string
+	Source    netip.Addr
+	Target    netip.AddrPort
+	Interval  time.Duration
+	// MinTimeout is the floor of the derived timeout.
+	MinTimeout time.Duration
+	// Window is how many recent probes the loss figure covers.
+	Window int
+}
+
+// Snapshot is the prober's view at one instant.
+type Snapshot struct {
+	Alive     bool          // a reply or tunnel packet arrived within Timeout
+	Ever      bool          // any reply ever
+	SRTT      time.Duration // smoothed RTT
+	RTTVar    time.Duration
+	LastRTT   time.Duration
+	Timeout   time.Duration // current silence threshold
+	Silence   time.Duration // time since the last sign of life
+	Loss      float64       // fraction of the last Window probes unanswered
+	Sent      uint64
+	Received  uint64
+	LastAlive time.Time
+}
+
+// Prober sends probes through one tunnel and tracks its liveness.
+type Prober struct {
+	cfg  Config
+	conn *net.UDPConn
+
+	mu       sync.Mutex
+	est      Estimator
+	seq      uint64
+	sent     uint64
+	recv     uint64
+	answered []bool // ring by seq % Window
+	sentAt   []time.Time
+	lastLife time.Time
+	started  time.Time
+	lastRTT  time.Duration
+	ever     bool
+	rxCount  uint64
+	rxPath   string
+
+	notify chan struct{}
+}
+
+// New opens the probe socket bound to the tunnel device, so a probe can
+// never take another uplink's route and report a dead tunnel as alive.
+func New(cfg Config) (*Prober, error) {
+	if cfg.Interval <= 0 {
+		return nil, fmt.Errorf("probe %s: interval %v must be positive", cfg.Interface, cfg.Interval)
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 100
+	}
+	d := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if cfg.Interface != "" {
+				serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, cfg.Interface)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("SO_BINDTODEVICE(%s): %w", cfg.Interface, serr)
+		}
+		return nil
+	}}
+	laddr := netip.AddrPortFrom(cfg.Source, 0).String()
+	pc, err := d.ListenPacket(context.Background(), "udp4", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("probe ListenPacket(%s dev %s): %w", laddr, cfg.Interface, err)
+	}
+	p := &Prober{
+		cfg:      cfg,
+		conn:     pc.(*net.UDPConn),
+		answered: make([]bool, cfg.Window),
+		sentAt:   make([]time.Time, cfg.Window),
+		notify:   make(chan struct{}, 1),
+	}
+	if cfg.Interface != "" {
+		p.rxPath = "/sys/class/net/" + cfg.Interface + "/statistics/rx_packets"
+	}
+	return p, nil
+}
+
+// Changed is signalled (non-blocking) whenever liveness may have changed.
+func (p *Prober) Changed() <-chan struct{} { return p.notify }
+
+func (p *Prober) poke() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// SetInterval changes the probing rate (e.g. when a backup becomes the
+// active path and deserves closer watching).
+func (p *Prober) SetInterval(d time.Duration) {
+	p.mu.Lock()
+	p.cfg.Interval = d
+	p.mu.Unlock()
+}
+
+// Run sends and receives until ctx ends.
+func (p *Prober) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.started = time.Now()
+	p.lastLife = p.started
+	p.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		p.conn.Close()
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- p.receive(ctx) }()
+	buf := make([]byte, packetLen)
+	for {
+		p.mu.Lock()
+		iv := p.cfg.Interval
+		p.mu.Unlock()
+		t := time.NewTimer(iv)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case err := <-errc:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		p.seq++
+		seq := p.seq
+		i := int(seq % uint64(len(p.answered)))
+		p.answered[i] = false
+		p.sentAt[i] = now
+		p.sent++
+		wasAlive := p.aliveLocked(now)
+		p.checkRxLocked(now)
+		nowAlive := p.aliveLocked(now)
+		p.mu.Unlock()
+		binary.BigEndian.PutUint32(buf[0:], magic)
+		binary.BigEndian.PutUint64(buf[4:], seq)
+		binary.BigEndian.PutUint64(buf[12:], uint64(now.UnixNano()))
+		// A send error (no route while the uplink is down, ENOKEY…) is
+		// just a lost probe: silence will say what it means.
+		p.conn.WriteToUDPAddrPort(buf, p.cfg.Target)
+		if wasAlive != nowAlive || !nowAlive {
+			p.poke()
+		}
+	}
+}
+
+// checkRxLocked treats any packet the tunnel delivered since the last look
+// as a sign of life: under load, ACKs arrive far more often than probes.
+func (p *Prober) checkRxLocked(now time.Time) {
+	if p.rxPath == "" {
+		return
+	}
+	b, err := os.ReadFile(p.rxPath)
+	if err != nil {
+		return
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return
+	}
+	if p.rxCount != 0 && n > p.rxCount {
+		p.lastLife = now
+	}
+	p.rxCount = n
+}
+
+func (p *Prober) receive(ctx context.Context) error {
+	buf := make([]byte, 64)
+	for {
+		n, _, err := p.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// ECONNREFUSED and friends come back from ICMP errors on
+			// the tunnel: keep listening.
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+				continue
+			}
+			return fmt.Errorf("probe %s read: %w", p.cfg.Interface, err)
+		}
+		if n != packetLen || binary.BigEndian.Uint32(buf) != magic {
+			continue
+		}
+		now := time.Now()
+		seq := binary.BigEndian.Uint64(buf[4:])
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(buf[12:])))
+		p.mu.Lock()
+		i := int(seq % uint64(len(p.answered)))
+		wasAlive := p.aliveLocked(now)
+		if seq <= p.seq && p.seq-seq < uint64(len(p.answered)) && !p.answered[i] && p.sentAt[i].Equal(sent) {
+			p.answered[i] = true
+			p.recv++
+			rtt := now.Sub(sent)
+			p.lastRTT = rtt
+			p.est.Sample(rtt)
+			p.ever = true
+		}
+		p.lastLife = now
+		p.mu.Unlock()
+		if !wasAlive {
+			p.poke()
+		}
+	}
+}
+
+func (p *Prober) timeoutLocked() time.Duration {
+	t := p.est.Timeout(p.cfg.MinTimeout)
+	// Never judge on fewer than three probe intervals: one lost probe (or
+	// one reply stuck behind a burst) must not look like a dead path.
+	if f := 3*p.cfg.Interval + p.cfg.Interval/2; t < f {
+		t = f
+	}
+	return t
+}
+
+func (p *Prober) aliveLocked(now time.Time) bool {
+	return now.Sub(p.lastLife) <= p.timeoutLocked()
+}
+
+// Snapshot returns the current view.
+func (p *Prober) Snapshot() Snapshot {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Snapshot{
+		Alive:     p.ever && p.aliveLocked(now),
+		Ever:      p.ever,
+		SRTT:      p.est.SRTT,
+		RTTVar:    p.est.RTTVar,
+		LastRTT:   p.lastRTT,
+		Timeout:   p.timeoutLocked(),
+		Silence:   now.Sub(p.lastLife),
+		Sent:      p.sent,
+		Received:  p.recv,
+		LastAlive: p.lastLife,
+	}
+	// Loss over the window, ignoring probes still within their timeout.
+	var n, lost int
+	for i := range p.answered {
+		if p.sentAt[i].IsZero() || now.Sub(p.sentAt[i]) < s.Timeout {
+			continue
+		}
+		n++
+		if !p.answered[i] {
+			lost++
+		}
+	}
+	if n > 0 {
+		s.Loss = float64(lost) / float64(n)
+	}
+	return s
+}
+
+// Estimator is RFC 6298's smoothed RTT and variance.
+type Estimator struct {
+	SRTT   time.Duration
+	RTTVar time.Duration
+	n      int
+}
+
+// Sample feeds one RTT measurement.
+func (e *Estimator) Sample(r time.Duration) {
+	if e.n == 0 {
+		e.SRTT = r
+		e.RTTVar = r / 2
+	} else {
+		d := e.SRTT - r
+		if d < 0 {
+			d = -d
+		}
+		e.RTTVar = (3*e.RTTVar + d) / 4
+		e.SRTT = (7*e.SRTT + r) / 8
+	}
+	e.n++
+}
+
+// Timeout is SRTT + 4·RTTVAR, at least floor. Before any sample it is a
+// conservative second, like TCP's initial RTO.
+func (e *Estimator) Timeout(floor time.Duration) time.Duration {
+	if e.n == 0 {
+		return time.Second
+	}
+	t := e.SRTT + 4*e.RTTVar
+	if t < floor {
+		t = floor
+	}
+	return t
+}

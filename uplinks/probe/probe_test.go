@@ -1,0 +1,99 @@
+package probe
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestEstimator(t *testing.T) {
+	var e Estimator
+	if got := e.Timeout(10 * time.Millisecond); got != time.Second {
+		t.Errorf("initial timeout = %v, want 1s", got)
+	}
+	e.Sample(10 * time.Millisecond)
+	if e.SRTT != 10*time.Millisecond || e.RTTVar != 5*time.Millisecond {
+		t.Errorf("after first sample srtt=%v rttvar=%v, want 10ms/5ms", e.SRTT, e.RTTVar)
+	}
+	for i := 0; i < 100; i++ {
+		e.Sample(10 * time.Millisecond)
+	}
+	if got := e.Timeout(15 * time.Millisecond); got != 15*time.Millisecond {
+		t.Errorf("steady 10ms path: timeout %v, want the 15ms floor", got)
+	}
+	// A loaded path whose RTT swings must get a longer timeout.
+	for i := 0; i < 50; i++ {
+		e.Sample(time.Duration(5+20*(i%2)) * time.Millisecond)
+	}
+	if got := e.Timeout(15 * time.Millisecond); got <= 30*time.Millisecond {
+		t.Errorf("jittery path: timeout %v, want > 30ms", got)
+	}
+}
+
+func TestProberLivenessAndSilence(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := NewResponder("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	go r.Serve(rctx)
+	target := netip.MustParseAddrPort(r.Addr().String())
+	p, err := New(Config{Source: netip.MustParseAddr("127.0.0.1"), Target: target, Interval: 2 * time.Millisecond, MinTimeout: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Run(ctx)
+	waitFor(t, "prober alive", 2*time.Second, func() bool { return p.Snapshot().Alive })
+	waitFor(t, "20 answered probes", 2*time.Second, func() bool { return p.Snapshot().Received >= 20 })
+	s := p.Snapshot()
+	if s.SRTT <= 0 || s.SRTT > 5*time.Millisecond {
+		t.Errorf("loopback srtt = %v, want (0, 5ms]", s.SRTT)
+	}
+	if s.Timeout < 10*time.Millisecond {
+		t.Errorf("timeout %v below the configured floor", s.Timeout)
+	}
+	// Silence: the responder goes away; the prober must notice within
+	// its timeout plus scheduling slack.
+	rcancel()
+	stopped := time.Now()
+	waitFor(t, "prober dead", 2*time.Second, func() bool { return !p.Snapshot().Alive })
+	if took := time.Since(stopped); took > 200*time.Millisecond {
+		t.Errorf("detected silence after %v, want well under 200ms", took)
+	}
+	waitFor(t, "loss reported", 2*time.Second, func() bool { return p.Snapshot().Loss > 0.5 })
+}
+
+func TestResponderIgnoresForeignPackets(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := NewResponder("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.Serve(ctx)
+	p, err := New(Config{Source: netip.MustParseAddr("127.0.0.1"), Target: netip.MustParseAddrPort(r.Addr().String()), Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.conn.Close()
+	p.conn.WriteToUDPAddrPort([]byte("hello, reflector"), p.cfg.Target)
+	p.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	buf := make([]byte, 64)
+	if n, _, err := p.conn.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("responder echoed a foreign packet (%d bytes)", n)
+	}
+}
