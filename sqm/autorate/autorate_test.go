@@ -1,0 +1,144 @@
+package autorate
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBoundsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		b    Bounds
+		want string
+	}{
+		{Bounds{Min: 2e6, Base: 20e6, Max: 80e6}, ""},
+		{Bounds{Min: 0, Base: 20e6, Max: 80e6}, "Bounds.Min: zero rate"},
+		{Bounds{Min: 2e6, Base: 20e6, Max: 0}, "Bounds.Max: zero rate"},
+		{Bounds{Min: 90e6, Base: 20e6, Max: 80e6}, "Bounds.Min 90000000 > Bounds.Max"},
+		{Bounds{Min: 2e6, Base: 90e6, Max: 80e6}, "Bounds.Base"},
+	} {
+		err := tc.b.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.b, err, tc.want)
+		}
+	}
+}
+
+// feeder drives a controller with a constant send rate and a delay (over a 20 ms base).
+type feeder struct {
+	now   time.Time
+	bytes float64
+}
+
+func (f *feeder) tick(c Controller, rate float64, delay time.Duration, probes int) {
+	const tick = 50 * time.Millisecond
+	f.now = f.now.Add(tick)
+	f.bytes += rate * tick.Seconds() / 8
+	var ds []DelaySample
+	for i := 0; i < probes; i++ {
+		ds = append(ds, DelaySample{SentAt: f.now.Add(-40 * time.Millisecond), Delay: 20*time.Millisecond + delay})
+	}
+	c.Observe(Sample{At: f.now, TxBytes: uint64(f.bytes), Delays: ds})
+}
+
+func TestBaselineRules(t *testing.T) {
+	b := Bounds{Min: 5e6, Base: 20e6, Max: 80e6}
+	c := NewBaseline(DefaultBaseline(b))
+	f := &feeder{now: time.Unix(0, 0)}
+	// High load (sending at the shaper rate), no delay: ×1.04 per achieved-rate update
+	// (every 200 ms), so after 2 s about 10 raises.
+	for i := 0; i < 40; i++ {
+		f.tick(c, float64(c.Rate()), 0, 1)
+	}
+	r := float64(c.Rate())
+	if r < 20e6*1.3 || r > 20e6*1.04*1.04*1.04*1.04*1.04*1.04*1.04*1.04*1.04*1.04*1.04 {
+		t.Fatalf("after 2 s of high load: %.1f Mbit/s, want ≈ 20×1.04^10", r/1e6)
+	}
+	// Bufferbloat: deltas far above 60 ms → maximal cut ×0.75, at most every 300 ms.
+	before := float64(c.Rate())
+	for i := 0; i < 6; i++ { // 300 ms, 6 samples
+		f.tick(c, before, 200*time.Millisecond, 1)
+	}
+	after := float64(c.Rate())
+	if after > before*0.75+1e3 || after < before*0.75*0.75-1e3 {
+		t.Fatalf("bufferbloat cut %.1f → %.1f Mbit/s, want one or two ×0.75 cuts", before/1e6, after/1e6)
+	}
+	// Idle: drift back towards base (×1.01 or ×0.99 per second), never past it.
+	c2 := NewBaseline(DefaultBaseline(b))
+	c2.rate = 40e6
+	for i := 0; i < 20*90; i++ { // 90 s idle: ×0.99/s takes 69 s from 40 to 20
+		f.tick(c2, 0, 0, 1)
+	}
+	if c2.Rate() != 20e6 {
+		t.Fatalf("after 90 s idle: %d, want base 20e6", c2.Rate())
+	}
+}
+
+func TestLifelineHoldsAtIdle(t *testing.T) {
+	c := NewLifeline(DefaultLifeline(Bounds{Min: 2e6, Base: 20e6, Max: 80e6}))
+	f := &feeder{now: time.Unix(0, 0)}
+	for i := 0; i < 20*60; i++ {
+		f.tick(c, 50e3, time.Duration(i%3)*time.Millisecond, 1) // chatter, small jitter
+		if c.Rate() != 20e6 {
+			t.Fatalf("rate moved at idle to %d after %d ticks (state %s)", c.Rate(), i, c.State())
+		}
+	}
+}
+
+func TestLifelineCutsOnQueueAndStaysInBounds(t *testing.T) {
+	b := Bounds{Min: 2e6, Base: 20e6, Max: 80e6}
+	c := NewLifeline(DefaultLifeline(b))
+	f := &feeder{now: time.Unix(0, 0)}
+	for i := 0; i < 100; i++ { // saturating, no queue: grows to Max
+		f.tick(c, float64(c.Rate()), 0, 1)
+	}
+	if c.Rate() != b.Max {
+		t.Fatalf("rate after 5 s loaded without queue = %d, want Max", c.Rate())
+	}
+	// A queue growing by 50 ms per tick (input twice the capacity): estimate ≈ half of input.
+	q := time.Duration(0)
+	for i := 0; i < 5; i++ {
+		q += 50 * time.Millisecond
+		f.tick(c, 80e6, q, 1)
+	}
+	if r := c.Rate(); r > 45e6 || r < b.Min {
+		t.Fatalf("rate with a fast-growing queue = %d (est %d), want ≤ capacity 40e6", r, c.CapacityEstimate())
+	}
+	if c.State() != "drain" {
+		t.Errorf("state %q, want drain", c.State())
+	}
+	// Stuck probes (pending) cut before any delay sample arrives.
+	c2 := NewLifeline(DefaultLifeline(b))
+	f2 := &feeder{now: time.Unix(0, 0)}
+	for i := 0; i < 20; i++ {
+		f2.tick(c2, float64(c2.Rate()), 0, 1)
+	}
+	r0 := c2.Rate()
+	f2.now = f2.now.Add(50 * time.Millisecond)
+	c2.Observe(Sample{At: f2.now, TxBytes: uint64(f2.bytes), OldestPending: 300 * time.Millisecond})
+	if c2.Rate() >= r0 || c2.State() != "blind-cut" {
+		t.Fatalf("pending 300 ms: rate %d → %d, state %s; want a blind cut", r0, c2.Rate(), c2.State())
+	}
+}
+
+func TestFixed(t *testing.T) {
+	f := Fixed(20e6)
+	f.Observe(Sample{At: time.Unix(1, 0), TxBytes: 1e9})
+	if f.Rate() != 20e6 || Unlimited.Rate() != ^uint64(0) {
+		t.Fatal("Fixed changed")
+	}
+}
+
+func TestRateMeterCounterReset(t *testing.T) {
+	m := rateMeter{keep: time.Second}
+	t0 := time.Unix(0, 0)
+	m.add(t0, 1000)
+	m.add(t0.Add(100*time.Millisecond), 126000) // 10 Mbit/s
+	if r, ok := m.last(time.Second); !ok || r < 9.9e6 || r > 10.1e6 {
+		t.Fatalf("rate = %v %v", r, ok)
+	}
+	m.add(t0.Add(200*time.Millisecond), 10) // interface re-created
+	if _, ok := m.last(time.Second); ok {
+		t.Fatal("rate across a counter reset")
+	}
+}

@@ -1,0 +1,255 @@
+package autorate
+
+import (
+	"math"
+	"sort"
+	"time"
+)
+
+// LifelineConfig tunes the Lifeline controller. DefaultLifeline is what the simulated
+// benchmark runs.
+type LifelineConfig struct {
+	Bounds
+	// Target is the queueing delay we accept at the bottleneck; above it the rate follows the
+	// capacity estimate down, below it the rate may grow.
+	Target time.Duration
+	// Congested is the delay (over baseline) that counts as bufferbloat for blind cuts.
+	Congested time.Duration
+	// Drain is how fast a standing queue should be emptied: the rate is set to
+	// capacity × (1 − (queue − Target)/Drain), no lower than Floor × capacity.
+	Drain time.Duration
+	Floor float64
+	// Headroom is the share of the estimated capacity we settle at after congestion.
+	Headroom float64
+	// Growth while loaded and uncongested: GrowMin per second right after congestion,
+	// doubling every GrowDoubling, at most GrowMax per second (a cubic-like probe: careful near
+	// the last capacity estimate, fast when it has clearly moved).
+	GrowMin, GrowMax float64
+	GrowDoubling     time.Duration
+	// BlindCut multiplies the rate when probes stop coming back (stuck in a bloated buffer);
+	// repeated at most every BlindEvery while it lasts.
+	BlindCut   float64
+	BlindEvery time.Duration
+	// LoadedShare: the direction counts as loaded when it carries this share of the rate.
+	LoadedShare float64
+	// MinChange: smaller relative changes are not applied (no churn of tc calls).
+	MinChange float64
+}
+
+// DefaultLifeline returns the tuned defaults within b.
+func DefaultLifeline(b Bounds) LifelineConfig {
+	return LifelineConfig{
+		Bounds:       b,
+		Target:       5 * time.Millisecond,
+		Congested:    12 * time.Millisecond,
+		Drain:        250 * time.Millisecond,
+		Floor:        0.2,
+		Headroom:     0.9,
+		GrowMin:      0.03,
+		GrowMax:      2.0,
+		GrowDoubling: 200 * time.Millisecond,
+		BlindCut:     0.1,
+		BlindEvery:   40 * time.Millisecond,
+		LoadedShare:  0.8,
+		MinChange:    0.005,
+	}
+}
+
+type qpoint struct {
+	sent time.Time
+	q    float64 // seconds of queueing delay over baseline
+}
+
+// Lifeline is our controller. What it does differently from cake-autorate:
+//   - It estimates the bottleneck capacity from the delay gradient: with input rate r into a
+//     FIFO of capacity C the queueing delay grows at r/C − 1, so C = r / (1 + dq/dt), with r
+//     from the byte counter over the probes' send times. A drop from 80 to 10 Mbit/s is thus
+//     answered with 10 Mbit/s in one step instead of a series of ×0.75 cuts.
+//   - While a queue stands it sets capacity × (1 − (q − Target)/Drain): it drains the queue
+//     it caused quickly and comes back up as the queue empties.
+//   - Probes that do not come back (OldestPending) are a lower bound on the delay: it cuts
+//     before the late samples arrive.
+//   - It grows cubic-like (slow near the last capacity, doubling speed while no delay shows)
+//     only while the direction is loaded, and never moves at idle.
+//   - A modem hint caps the rate at 1.1 × the modem's capacity and lets a ramp jump to it.
+type Lifeline struct {
+	cfg  LifelineConfig
+	rate float64
+
+	meter      rateMeter
+	baseline   float64 // seconds
+	haveBase   bool
+	reportBase float64 // seconds: usual age of a probe when its result arrives
+	haveReport bool
+	hist       []qpoint
+	capEst     float64 // bit/s, 0 = unknown
+	lastCong   time.Time
+	lastBlind  time.Time
+	lastAt     time.Time
+	hint       float64
+	hintAt     time.Time
+	state      string
+}
+
+// NewLifeline returns our controller starting at cfg.Base.
+func NewLifeline(cfg LifelineConfig) *Lifeline {
+	return &Lifeline{cfg: cfg, rate: float64(cfg.Base), meter: rateMeter{keep: 2 * time.Second}, state: "start"}
+}
+
+func (c *Lifeline) Rate() uint64 { return uint64(c.rate) }
+
+// State names what the controller did last (for lifeline status).
+func (c *Lifeline) State() string { return c.state }
+
+// CapacityEstimate is the last capacity derived from the delay gradient (bit/s, 0 unknown).
+func (c *Lifeline) CapacityEstimate() uint64 { return uint64(c.capEst) }
+
+func (c *Lifeline) Observe(s Sample) {
+	cfg := &c.cfg
+	dt := 0.0
+	if !c.lastAt.IsZero() {
+		dt = s.At.Sub(c.lastAt).Seconds()
+	}
+	c.lastAt = s.At
+	c.meter.add(s.At, s.TxBytes)
+	if s.Hint != nil && s.Hint.Capacity > 0 {
+		c.hint, c.hintAt = float64(s.Hint.Capacity), s.At
+	}
+
+	for _, d := range s.Delays {
+		v := d.Delay.Seconds()
+		// Baseline: follows decreases at once, increases very slowly (route changes), as
+		// cake-autorate does, but per second rather than per sample.
+		if !c.haveBase || v < c.baseline {
+			c.baseline, c.haveBase = v, true
+		} else {
+			c.baseline += (v - c.baseline) * min(1, 0.02*dt)
+		}
+		age := s.At.Sub(d.SentAt).Seconds()
+		if !c.haveReport || age < c.reportBase {
+			c.reportBase, c.haveReport = age, true
+		} else {
+			c.reportBase += (age - c.reportBase) * min(1, 0.02*dt)
+		}
+		c.hist = append(c.hist, qpoint{d.SentAt, max(v-c.baseline, 0)})
+	}
+	// Keep half a second of history.
+	cut := 0
+	for cut < len(c.hist) && s.At.Sub(c.hist[cut].sent) > 500*time.Millisecond {
+		cut++
+	}
+	c.hist = c.hist[cut:]
+
+	achieved, haveRate := c.meter.last(300 * time.Millisecond)
+	loaded := haveRate && achieved >= cfg.LoadedShare*c.rate
+
+	// Current queue: median of the last three samples (one late packet is not a queue).
+	q := -1.0
+	if n := len(c.hist); n > 0 {
+		last := make([]float64, 0, 3)
+		for i := max(0, n-3); i < n; i++ {
+			last = append(last, c.hist[i].q)
+		}
+		sort.Float64s(last)
+		q = last[len(last)/2]
+	}
+	// Lower bound from a probe that has not come back.
+	blind := 0.0
+	if c.haveReport && s.OldestPending > 0 {
+		blind = s.OldestPending.Seconds() - c.reportBase
+	}
+
+	target := cfg.Target.Seconds()
+	newRate := c.rate
+	switch {
+	case blind > cfg.Congested.Seconds() && blind > q:
+		// Probes are stuck: the buffer is filling faster than we can measure. Cut hard now,
+		// repeat while it lasts; the late samples will tell the real capacity.
+		c.lastCong = s.At
+		if s.At.Sub(c.lastBlind) >= cfg.BlindEvery {
+			newRate = c.rate * cfg.BlindCut
+			c.lastBlind = s.At
+		}
+		c.state = "blind-cut"
+	case q > target && (loaded || q > cfg.Congested.Seconds()):
+		c.lastCong = s.At
+		if est, ok := c.gradientCapacity(); ok {
+			c.capEst = est
+		} else if c.capEst == 0 && haveRate {
+			c.capEst = achieved
+		}
+		if c.capEst > 0 {
+			f := 1 - (q-target)/cfg.Drain.Seconds()
+			if q > cfg.Congested.Seconds() {
+				f = min(f, cfg.Headroom) // real congestion: settle below the estimate
+			}
+			newRate = c.capEst * min(max(f, cfg.Floor), 1)
+			c.state = "drain"
+		}
+	case loaded:
+		// Grow: slow just after congestion, doubling speed while none shows.
+		since := s.At.Sub(c.lastCong).Seconds()
+		if c.lastCong.IsZero() {
+			since = 10
+		}
+		g := min(cfg.GrowMin*math.Exp2(since/cfg.GrowDoubling.Seconds()), cfg.GrowMax)
+		newRate = c.rate * (1 + g*dt)
+		if c.capEst > 0 && c.rate < cfg.Headroom*c.capEst && since < 1 {
+			// Coming back from a drain: return to the settled rate at once.
+			newRate = max(newRate, cfg.Headroom*c.capEst)
+		}
+		if c.hint > 0 && s.At.Sub(c.hintAt) < 2*time.Second && newRate < 0.9*c.hint {
+			newRate = 0.9 * c.hint
+		}
+		c.state = "grow"
+	default:
+		c.state = "hold"
+	}
+	if c.hint > 0 && s.At.Sub(c.hintAt) < 2*time.Second {
+		newRate = min(newRate, 1.1*c.hint)
+	}
+	newRate = cfg.clamp(newRate)
+	if newRate > c.rate || math.Abs(newRate-c.rate) >= cfg.MinChange*c.rate {
+		c.rate = newRate
+	}
+}
+
+// gradientCapacity fits the queueing delay over send time (least squares on the last
+// 300 ms of samples) and returns input rate / (1 + slope).
+func (c *Lifeline) gradientCapacity() (float64, bool) {
+	n := len(c.hist)
+	if n < 3 {
+		return 0, false
+	}
+	newest := c.hist[n-1].sent
+	i0 := n - 1
+	for i0 > 0 && newest.Sub(c.hist[i0-1].sent) <= 300*time.Millisecond {
+		i0--
+	}
+	pts := c.hist[i0:]
+	if len(pts) < 3 || newest.Sub(pts[0].sent) < 80*time.Millisecond {
+		return 0, false
+	}
+	var sx, sy, sxx, sxy float64
+	for _, p := range pts {
+		x := p.sent.Sub(pts[0].sent).Seconds()
+		sx += x
+		sy += p.q
+		sxx += x * x
+		sxy += x * p.q
+	}
+	k := float64(len(pts))
+	den := k*sxx - sx*sx
+	if den <= 0 {
+		return 0, false
+	}
+	slope := (k*sxy - sx*sy) / den
+	in, ok := c.meter.between(pts[0].sent, newest)
+	if !ok || in <= 0 {
+		return 0, false
+	}
+	if slope < -0.95 {
+		slope = -0.95
+	}
+	return in / (1 + slope), true
+}
