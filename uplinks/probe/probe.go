@@ -127,7 +127,20 @@ type Prober struct {
 	rxPath   string
 
 	notify chan struct{}
+
+	// hist keeps recent answered probes (send time, RTT) for the SQM
+	// controller, which needs delay under load, not only liveness.
+	hist    []RTTSample
+	histPos int
 }
+
+// RTTSample is one answered probe.
+type RTTSample struct {
+	SentAt time.Time
+	RTT    time.Duration
+}
+
+const histLen = 512
 
 // New opens the probe socket bound to the tunnel device, so a probe can
 // never take another uplink's route and report a dead tunnel as alive.
@@ -294,6 +307,12 @@ func (p *Prober) receive(ctx context.Context) error {
 			rtt := now.Sub(sent)
 			p.lastRTT = rtt
 			p.est.Sample(rtt)
+			if len(p.hist) < histLen {
+				p.hist = append(p.hist, RTTSample{sent, rtt})
+			} else {
+				p.hist[p.histPos] = RTTSample{sent, rtt}
+				p.histPos = (p.histPos + 1) % histLen
+			}
 			p.ever = true
 		}
 		p.lastLife = now
@@ -316,6 +335,41 @@ func (p *Prober) timeoutLocked() time.Duration {
 
 func (p *Prober) aliveLocked(now time.Time) bool {
 	return now.Sub(p.lastLife) <= p.timeoutLocked()
+}
+
+// Samples returns the answered probes sent after since, oldest first.
+func (p *Prober) Samples(since time.Time) []RTTSample {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []RTTSample
+	n := len(p.hist)
+	for i := 0; i < n; i++ {
+		s := p.hist[(p.histPos+i)%n]
+		if s.SentAt.After(since) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// OldestPending is the age of the oldest probe still unanswered within the
+// recent window (0 when none): a queue that swallows probes shows up here
+// before any reply can report it.
+func (p *Prober) OldestPending() time.Duration {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var oldest time.Duration
+	to := p.timeoutLocked() * 4
+	for i := range p.answered {
+		if p.sentAt[i].IsZero() || p.answered[i] {
+			continue
+		}
+		if age := now.Sub(p.sentAt[i]); age > oldest && age < to {
+			oldest = age
+		}
+	}
+	return oldest
 }
 
 // Snapshot returns the current view.

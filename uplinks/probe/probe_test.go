@@ -66,6 +66,12 @@ func TestProberLivenessAndSilence(t *testing.T) {
 	if s.Timeout < 10*time.Millisecond {
 		t.Errorf("timeout %v below the configured floor", s.Timeout)
 	}
+	if got := p.Samples(time.Time{}); len(got) < 20 || got[0].SentAt.After(got[len(got)-1].SentAt) {
+		t.Errorf("Samples: %d samples, want >= 20 in send order", len(got))
+	}
+	if got := p.Samples(time.Now()); len(got) != 0 {
+		t.Errorf("Samples(now) = %d samples, want none", len(got))
+	}
 	// Silence: the responder goes away; the prober must notice within
 	// its timeout plus scheduling slack.
 	rcancel()
@@ -75,6 +81,9 @@ func TestProberLivenessAndSilence(t *testing.T) {
 		t.Errorf("detected silence after %v, want well under 200ms", took)
 	}
 	waitFor(t, "loss reported", 2*time.Second, func() bool { return p.Snapshot().Loss > 0.5 })
+	if op := p.OldestPending(); op <= 0 {
+		t.Errorf("OldestPending = %v with a dead responder, want > 0", op)
+	}
 }
 
 func TestResponderIgnoresForeignPackets(t *testing.T) {
