@@ -20,9 +20,12 @@ import (
 
 	"github.com/lifeline-router/lifeline/appliance/concentrator"
 	"github.com/lifeline-router/lifeline/appliance/config"
+	"github.com/lifeline-router/lifeline/appliance/modemctl"
 	"github.com/lifeline-router/lifeline/appliance/supervisor"
+	"github.com/lifeline-router/lifeline/modem"
 	modemcli "github.com/lifeline-router/lifeline/modem/cli"
 	"github.com/lifeline-router/lifeline/uplinks/wg"
+	"github.com/vishvananda/netlink"
 )
 
 const usage = `usage: lifeline <command> [flags]
@@ -115,13 +118,45 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := supervisor.New(supervisor.Options{Config: cfg, Log: logger(stderr, *debug), EventsFile: *events, WGMode: m})
+	log := logger(stderr, *debug)
+	s, err := supervisor.New(supervisor.Options{Config: cfg, Log: log, EventsFile: *events, WGMode: m})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	return s.Run(ctx)
+	errc := make(chan error, 2)
+	if mc := cfg.Modem; mc != nil {
+		var link modem.Link
+		if mc.Link == "netlink" {
+			h, err := netlink.NewHandle()
+			if err != nil {
+				return fmt.Errorf("netlink.NewHandle: %w", err)
+			}
+			defer h.Close()
+			var dev string
+			for _, u := range cfg.Uplinks {
+				if u.Name == mc.Uplink {
+					dev = u.Device
+				}
+			}
+			link = modemctl.NetlinkLink{Handle: h, Device: dev, Log: log}
+		}
+		svc := modemctl.New(*mc, link, s.SetDemoted, log)
+		if err := s.Register(svc); err != nil {
+			return fmt.Errorf("registering modem metrics: %w", err)
+		}
+		s.AddExtra("modem", svc)
+		// The modem is slow and may be absent for minutes (USB
+		// re-enumeration); it never holds up the tunnels.
+		go func() {
+			if err := svc.Run(ctx); err != nil {
+				log.Error("modem", "err", err)
+			}
+		}()
+	}
+	go func() { errc <- s.Run(ctx) }()
+	return <-errc
 }
 
 func runConcentrator(args []string, stderr io.Writer) error {

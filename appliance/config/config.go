@@ -172,6 +172,12 @@ type Modem struct {
 	DemoteRSRP     float64  `json:"demote_rsrp_dbm,omitempty"`
 	Hysteresis     float64  `json:"hysteresis_db,omitempty"`
 	DemoteHold     Duration `json:"demote_hold,omitempty"`
+	// PollInterval of signal, registration and data state.
+	PollInterval Duration `json:"poll_interval,omitempty"`
+	// Link says how the data call is reflected on the uplink device:
+	// "netlink" (set it up, put the modem's address on it) or "none"
+	// (something else owns the device, e.g. the lab).
+	Link string `json:"link,omitempty"`
 }
 
 // FieldError names the field at fault.
@@ -291,6 +297,12 @@ func (c *Config) SetDefaults() {
 		}
 		if m.DemoteHold == 0 {
 			m.DemoteHold = Duration(10 * time.Second)
+		}
+		if m.PollInterval == 0 {
+			m.PollInterval = Duration(5 * time.Second)
+		}
+		if m.Link == "" {
+			m.Link = "netlink"
 		}
 	}
 }
@@ -456,6 +468,15 @@ func (c *Config) Validate() error {
 		}
 		if m.DemoteRSSI > -50 || m.DemoteRSSI < -120 {
 			return fieldErr("modem.demote_rssi_dbm", "%v out of range -120..-50", m.DemoteRSSI)
+		}
+		if m.Link != "netlink" && m.Link != "none" {
+			return fieldErr("modem.link", "%q: want netlink or none", m.Link)
+		}
+		if m.PollInterval < Duration(100*time.Millisecond) {
+			return fieldErr("modem.poll_interval", "%v is below 100ms", m.PollInterval.D())
+		}
+		if m.DemoteRSRP > -44 || m.DemoteRSRP < -140 {
+			return fieldErr("modem.demote_rsrp_dbm", "%v out of range -140..-44", m.DemoteRSRP)
 		}
 		if m.Hysteresis < 0 {
 			return fieldErr("modem.hysteresis_db", "%v is negative", m.Hysteresis)

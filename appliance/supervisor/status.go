@@ -24,6 +24,16 @@ type Status struct {
 	Endpoints []EndpointStatus `json:"mptcp_endpoints"`
 	Subflows  []SubflowStatus  `json:"mptcp_subflows"`
 	Extra     map[string]any   `json:"extra,omitempty"`
+	// Lines are one-line summaries of the extras for the console table.
+	Lines []string `json:"lines,omitempty"`
+}
+
+// Extra is a part (modem, SQM, WiFi) that adds itself to the status.
+type Extra interface {
+	// StatusJSON is what `lifeline status --json` shows under its name.
+	StatusJSON() any
+	// StatusLines are compact lines for the serial console.
+	StatusLines() []string
 }
 
 // UplinkStatus is one uplink's row.
@@ -78,6 +88,21 @@ func (s *Supervisor) Status() Status {
 	}
 	for k, v := range s.modes {
 		modes[k] = v
+	}
+	s.mu.Unlock()
+	s.mu.Lock()
+	names := make([]string, 0, len(s.extras))
+	for n := range s.extras {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		e := s.extras[n]
+		if st.Extra == nil {
+			st.Extra = map[string]any{}
+		}
+		st.Extra[n] = e.StatusJSON()
+		st.Lines = append(st.Lines, e.StatusLines()...)
 	}
 	s.mu.Unlock()
 	for _, p := range s.plans {
@@ -149,13 +174,8 @@ func WriteTable(w io.Writer, st Status) error {
 		sfs = append(sfs, f.Local+"→"+f.Remote+b)
 	}
 	fmt.Fprintf(w, "subflows:  %s\n", orDash(strings.Join(sfs, ", ")))
-	keys := make([]string, 0, len(st.Extra))
-	for k := range st.Extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s: %v\n", k, st.Extra[k])
+	for _, l := range st.Lines {
+		fmt.Fprintln(w, l)
 	}
 	return nil
 }
@@ -199,6 +219,16 @@ func newMetrics(s *Supervisor) *metrics {
 	m.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeline_failovers_total", Help: "Uplinks taken out of use after a failure."}, []string{"uplink"})
 	m.reg.MustRegister(m.failovers, m, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
+}
+
+// AddExtra adds a part's status under name.
+func (s *Supervisor) AddExtra(name string, e Extra) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.extras == nil {
+		s.extras = map[string]Extra{}
+	}
+	s.extras[name] = e
 }
 
 // Register adds collectors from other parts (modem, sqm).

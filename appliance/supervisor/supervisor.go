@@ -67,6 +67,8 @@ type Supervisor struct {
 	ready     bool
 	lastErr   error
 
+	extras map[string]Extra
+
 	events *eventLog
 	wake   chan struct{}
 }
