@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/lifeline-router/lifeline/appliance/config"
+	"github.com/lifeline-router/lifeline/uplinks/mptcp"
 	"github.com/lifeline-router/lifeline/uplinks/probe"
 	"github.com/lifeline-router/lifeline/uplinks/wg"
 	"github.com/vishvananda/netlink"
@@ -138,15 +139,40 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	pm, err := mptcp.Dial()
+	if err != nil {
+		return fmt.Errorf("mptcp.Dial: %w", err)
+	}
+	defer pm.Close()
+	svc := netip.MustParseAddr(cfg.Concentrator.ServiceAddress)
+	// A flagless endpoint on the service address: it announces nothing and
+	// opens no subflow, but lets a nudge toggle its backup flag, which is
+	// the one way to make the kernel send an ACK (MP_PRIO, carrying the
+	// current DATA_ACK) on every subflow right now.
+	if _, err := pm.EnsureEndpoint(mptcp.Endpoint{Addr: svc}); err != nil {
+		return fmt.Errorf("mptcp EnsureEndpoint(%v): %w", svc, err)
+	}
 	resp, err := probe.NewResponder(fmt.Sprintf(":%d", cfg.Concentrator.ProbePort))
 	if err != nil {
 		return err
 	}
+	resp.OnNudge = func() error { return Nudge(pm, svc) }
 	o.Log.Info("lifeline: ready (concentrator)", "paths", len(paths))
 	if o.Ready != nil {
 		o.Ready()
 	}
 	return resp.Serve(ctx)
+}
+
+// Nudge sets and clears the backup flag of the service address's endpoint.
+// Each change sends MP_PRIO on every subflow from that address, on an ACK
+// that also carries the connection's current DATA_ACK; clearing it at once
+// leaves every subflow's priority as it was.
+func Nudge(pm *mptcp.Client, svc netip.Addr) error {
+	if err := pm.SetFlags(mptcp.Endpoint{Addr: svc, Flags: mptcp.FlagBackup}); err != nil {
+		return err
+	}
+	return pm.SetFlags(mptcp.Endpoint{Addr: svc})
 }
 
 func ensureServiceAddress(a netip.Addr) error {

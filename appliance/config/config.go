@@ -105,6 +105,11 @@ type Failover struct {
 	// Disabled turns off the reactor (kernel-only behaviour, for the lab's
 	// baseline measurements).
 	Disabled bool `json:"disabled,omitempty"`
+	// NoNudge turns off the DATA_ACK nudge: before a dead primary's
+	// endpoint is removed, the router asks the concentrator, through the
+	// surviving tunnel, to send a fresh DATA_ACK on every subflow, so the
+	// kernel's re-injection starts where the receiver's data really ends.
+	NoNudge bool `json:"no_nudge,omitempty"`
 }
 
 // Role says whether an uplink carries traffic normally or only on failure.

@@ -345,6 +345,11 @@ func TestCarrierCutAndBlackhole(t *testing.T) {
 	if !ok {
 		t.Fatalf("no uplink_down event for fiber: %v", evs)
 	}
+	// The concentrator answered the DATA_ACK nudge through LTE (which
+	// proves its SET_FLAGS on the flagless service endpoint works).
+	if _, ok := hasEvent(evs, "nudge_answered", "fiber", cut); !ok {
+		t.Errorf("no nudge_answered event after the cut: %v", evs)
+	}
 	// React to the link event, not to probes: within a few ms.
 	if d := down.Sub(cut); d > 100*time.Millisecond {
 		t.Errorf("carrier loss acted on after %v, want a few ms", d)

@@ -432,6 +432,9 @@ func (s *Supervisor) setMode(name string, want failover.Mode) error {
 	now := time.Now()
 	switch want {
 	case failover.Unused:
+		if known && have == failover.Active && !s.cfg.Failover.NoNudge {
+			s.nudge(name)
+		}
 		eps, err := s.pm.Endpoints()
 		if err != nil {
 			return fmt.Errorf("mptcp Endpoints: %w", err)
@@ -459,6 +462,43 @@ func (s *Supervisor) setMode(name string, want failover.Mode) error {
 	s.mu.Unlock()
 	s.log.Debug("endpoint", "uplink", name, "mode", want, "took", time.Since(now))
 	return nil
+}
+
+// nudge asks the concentrator, through another live tunnel, for a fresh
+// DATA_ACK on every subflow, and waits for it (about one round trip of
+// that tunnel). The dead path's ACKs died with it, so without this the
+// sender's acknowledged point is stale and the kernel re-injects, on the
+// backup, everything the receiver already holds before the real hole.
+func (s *Supervisor) nudge(dead string) {
+	var via *probe.Prober
+	var viaName string
+	for _, p := range s.plans {
+		if p.u.Name == dead {
+			continue
+		}
+		pr := s.probers[p.u.Name]
+		s.mu.Lock()
+		m := s.modes[p.u.Name]
+		s.mu.Unlock()
+		if m == failover.Unused || pr == nil || !pr.Snapshot().Ever {
+			continue
+		}
+		via, viaName = pr, p.u.Name
+		break
+	}
+	if via == nil {
+		return
+	}
+	snap := via.Snapshot()
+	timeout := 2*snap.SRTT + 20*time.Millisecond
+	timeout = max(30*time.Millisecond, min(timeout, 250*time.Millisecond))
+	s.event(time.Now(), "nudge_sent", dead, "via "+viaName)
+	took, err := via.Nudge(timeout)
+	if err != nil {
+		s.event(time.Now(), "nudge_timeout", dead, err.Error())
+		return
+	}
+	s.event(time.Now(), "nudge_answered", dead, fmt.Sprintf("via %s in %v", viaName, took.Round(time.Microsecond)))
 }
 
 func (s *Supervisor) setPreferred(name string) error {

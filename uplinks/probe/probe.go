@@ -28,7 +28,10 @@ import (
 	"time"
 )
 
-const magic = 0x4c4c5052 // "LLPR"
+const (
+	magic      = 0x4c4c5052 // "LLPR": a probe
+	nudgeMagic = 0x4c4c4e47 // "LLNG": a failover nudge (see Responder.OnNudge)
+)
 
 // packet layout: magic(4) seq(8) sentUnixNano(8)
 const packetLen = 20
@@ -37,6 +40,11 @@ const packetLen = 20
 // address (it listens on the wildcard address).
 type Responder struct {
 	conn *net.UDPConn
+	// OnNudge, when set, runs before a nudge is answered. The
+	// concentrator uses it to make its MPTCP stack send a fresh DATA_ACK
+	// on every subflow (see appliance/concentrator), so the router learns
+	// what the receiver already holds through a path that still works.
+	OnNudge func() error
 }
 
 // NewResponder listens on addr (e.g. ":7").
@@ -72,7 +80,19 @@ func (r *Responder) Serve(ctx context.Context) error {
 		}
 		// Only echo our own probes, so the responder can't be used as an
 		// amplifier or a reflector for anything else.
-		if n != packetLen || binary.BigEndian.Uint32(buf) != magic {
+		if n != packetLen {
+			continue
+		}
+		switch binary.BigEndian.Uint32(buf) {
+		case magic:
+		case nudgeMagic:
+			if r.OnNudge == nil {
+				continue
+			}
+			if err := r.OnNudge(); err != nil {
+				continue // no answer: the router falls back on its timeout
+			}
+		default:
 			continue
 		}
 		r.conn.WriteToUDPAddrPort(buf[:n], from)
@@ -132,6 +152,8 @@ type Prober struct {
 	// controller, which needs delay under load, not only liveness.
 	hist    []RTTSample
 	histPos int
+
+	nudges map[uint64]chan struct{}
 }
 
 // RTTSample is one answered probe.
@@ -292,7 +314,20 @@ func (p *Prober) receive(ctx context.Context) error {
 			}
 			return fmt.Errorf("probe %s read: %w", p.cfg.Interface, err)
 		}
-		if n != packetLen || binary.BigEndian.Uint32(buf) != magic {
+		if n != packetLen {
+			continue
+		}
+		if binary.BigEndian.Uint32(buf) == nudgeMagic {
+			p.mu.Lock()
+			if ch, ok := p.nudges[binary.BigEndian.Uint64(buf[4:])]; ok {
+				close(ch)
+				delete(p.nudges, binary.BigEndian.Uint64(buf[4:]))
+			}
+			p.lastLife = time.Now()
+			p.mu.Unlock()
+			continue
+		}
+		if binary.BigEndian.Uint32(buf) != magic {
 			continue
 		}
 		now := time.Now()
@@ -335,6 +370,48 @@ func (p *Prober) timeoutLocked() time.Duration {
 
 func (p *Prober) aliveLocked(now time.Time) bool {
 	return now.Sub(p.lastLife) <= p.timeoutLocked()
+}
+
+// Nudge asks the far end, through this tunnel, to run its OnNudge action
+// and waits for the answer until timeout. It is sent twice, a millisecond
+// apart, because a lost nudge would cost the whole timeout.
+func (p *Prober) Nudge(timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	p.mu.Lock()
+	p.seq++
+	seq := p.seq
+	if p.nudges == nil {
+		p.nudges = map[uint64]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	p.nudges[seq] = ch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.nudges, seq)
+		p.mu.Unlock()
+	}()
+	buf := make([]byte, packetLen)
+	binary.BigEndian.PutUint32(buf[0:], nudgeMagic)
+	binary.BigEndian.PutUint64(buf[4:], seq)
+	binary.BigEndian.PutUint64(buf[12:], uint64(start.UnixNano()))
+	if _, err := p.conn.WriteToUDPAddrPort(buf, p.cfg.Target); err != nil {
+		return 0, fmt.Errorf("nudge via %s: %w", p.cfg.Interface, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	again := time.NewTimer(time.Millisecond)
+	defer again.Stop()
+	for {
+		select {
+		case <-ch:
+			return time.Since(start), nil
+		case <-again.C:
+			p.conn.WriteToUDPAddrPort(buf, p.cfg.Target)
+		case <-t.C:
+			return time.Since(start), fmt.Errorf("nudge via %s: no answer within %v", p.cfg.Interface, timeout)
+		}
+	}
 }
 
 // Samples returns the answered probes sent after since, oldest first.

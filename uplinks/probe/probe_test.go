@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -104,5 +106,40 @@ func TestResponderIgnoresForeignPackets(t *testing.T) {
 	buf := make([]byte, 64)
 	if n, _, err := p.conn.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("responder echoed a foreign packet (%d bytes)", n)
+	}
+}
+
+func TestNudge(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := NewResponder("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nudged atomic.Int32
+	var failing atomic.Bool
+	r.OnNudge = func() error {
+		if failing.Load() {
+			return errors.New("no endpoint")
+		}
+		nudged.Add(1)
+		return nil
+	}
+	go r.Serve(ctx)
+	p, err := New(Config{Source: netip.MustParseAddr("127.0.0.1"), Target: netip.MustParseAddrPort(r.Addr().String()), Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Run(ctx)
+	if _, err := p.Nudge(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := nudged.Load(); n < 1 {
+		t.Fatalf("OnNudge ran %d times", n)
+	}
+	// A responder whose action fails stays silent; the caller times out.
+	failing.Store(true)
+	if _, err := p.Nudge(50 * time.Millisecond); err == nil {
+		t.Fatal("nudge answered although the action failed")
 	}
 }
