@@ -22,6 +22,9 @@ import (
 type DelaySample struct {
 	SentAt time.Time
 	Delay  time.Duration
+	// ReceivedAt is when the result reached the router, on the prober's clock. Controllers
+	// ignore it; sqm.Service uses it as its cursor into the prober's results.
+	ReceivedAt time.Time
 }
 
 // ModemHint is the modem's own estimate of what the link can carry now, e.g. derived from the

@@ -30,8 +30,15 @@ type LifelineConfig struct {
 	// repeated at most every BlindEvery while it lasts.
 	BlindCut   float64
 	BlindEvery time.Duration
+	// BlindAfter: a probe pending this long past the usual report age counts as stuck.
+	BlindAfter time.Duration
+	// ReportDrift is how fast (per second) the usual report age follows increases.
+	ReportDrift float64
 	// LoadedShare: the direction counts as loaded when it carries this share of the rate.
 	LoadedShare float64
+	// QueueMedianOf: the current queue is the median of this many latest samples (one late
+	// packet is not a queue).
+	QueueMedianOf int
 	// MinChange: smaller relative changes are not applied (no churn of tc calls).
 	MinChange float64
 }
@@ -39,19 +46,22 @@ type LifelineConfig struct {
 // DefaultLifeline returns the tuned defaults within b.
 func DefaultLifeline(b Bounds) LifelineConfig {
 	return LifelineConfig{
-		Bounds:       b,
-		Target:       5 * time.Millisecond,
-		Congested:    12 * time.Millisecond,
-		Drain:        250 * time.Millisecond,
-		Floor:        0.2,
-		Headroom:     0.9,
-		GrowMin:      0.03,
-		GrowMax:      2.0,
-		GrowDoubling: 200 * time.Millisecond,
-		BlindCut:     0.1,
-		BlindEvery:   40 * time.Millisecond,
-		LoadedShare:  0.8,
-		MinChange:    0.005,
+		Bounds:        b,
+		Target:        5 * time.Millisecond,
+		Congested:     12 * time.Millisecond,
+		Drain:         250 * time.Millisecond,
+		Floor:         0.2,
+		Headroom:      0.9,
+		GrowMin:       0.03,
+		GrowMax:       2.0,
+		GrowDoubling:  200 * time.Millisecond,
+		BlindCut:      0.1,
+		BlindEvery:    40 * time.Millisecond,
+		BlindAfter:    12 * time.Millisecond,
+		ReportDrift:   0.02,
+		LoadedShare:   0.8,
+		MinChange:     0.005,
+		QueueMedianOf: 3,
 	}
 }
 
@@ -68,7 +78,9 @@ type qpoint struct {
 //   - While a queue stands it sets capacity × (1 − (q − Target)/Drain): it drains the queue
 //     it caused quickly and comes back up as the queue empties.
 //   - Probes that do not come back (OldestPending) are a lower bound on the delay: it cuts
-//     before the late samples arrive.
+//     before the late samples arrive. It judges them against the usual report age measured
+//     from DelaySample.ReceivedAt when the source sets it (exact, not rounded to the caller's
+//     tick), which notices a stuck probe one tick sooner.
 //   - It grows cubic-like (slow near the last capacity, doubling speed while no delay shows)
 //     only while the direction is loaded, and never moves at idle.
 //   - A modem hint caps the rate at 1.1 × the modem's capacity and lets a ramp jump to it.
@@ -125,11 +137,16 @@ func (c *Lifeline) Observe(s Sample) {
 		} else {
 			c.baseline += (v - c.baseline) * min(1, 0.02*dt)
 		}
+		// The usual age of a result when it arrives, to judge OldestPending against. With
+		// ReceivedAt it is exact; without, the caller's tick rounding inflates it.
 		age := s.At.Sub(d.SentAt).Seconds()
+		if !d.ReceivedAt.IsZero() && !d.ReceivedAt.Before(d.SentAt) {
+			age = d.ReceivedAt.Sub(d.SentAt).Seconds()
+		}
 		if !c.haveReport || age < c.reportBase {
 			c.reportBase, c.haveReport = age, true
 		} else {
-			c.reportBase += (age - c.reportBase) * min(1, 0.02*dt)
+			c.reportBase += (age - c.reportBase) * min(1, cfg.ReportDrift*dt)
 		}
 		c.hist = append(c.hist, qpoint{d.SentAt, max(v-c.baseline, 0)})
 	}
@@ -143,11 +160,12 @@ func (c *Lifeline) Observe(s Sample) {
 	achieved, haveRate := c.meter.last(300 * time.Millisecond)
 	loaded := haveRate && achieved >= cfg.LoadedShare*c.rate
 
-	// Current queue: median of the last three samples (one late packet is not a queue).
+	// Current queue: median of the latest samples.
 	q := -1.0
 	if n := len(c.hist); n > 0 {
-		last := make([]float64, 0, 3)
-		for i := max(0, n-3); i < n; i++ {
+		k := max(cfg.QueueMedianOf, 1)
+		last := make([]float64, 0, k)
+		for i := max(0, n-k); i < n; i++ {
 			last = append(last, c.hist[i].q)
 		}
 		sort.Float64s(last)
@@ -162,7 +180,7 @@ func (c *Lifeline) Observe(s Sample) {
 	target := cfg.Target.Seconds()
 	newRate := c.rate
 	switch {
-	case blind > cfg.Congested.Seconds() && blind > q:
+	case blind > cfg.BlindAfter.Seconds() && blind > q:
 		// Probes are stuck: the buffer is filling faster than we can measure. Cut hard now,
 		// repeat while it lasts; the late samples will tell the real capacity.
 		c.lastCong = s.At

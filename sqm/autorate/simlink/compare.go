@@ -33,6 +33,7 @@ type Report struct {
 	Goal    string    `json:"goal"`
 	Bounds  []uint64  `json:"bounds_bps"` // min, base, max
 	Results []Figures `json:"results"`
+	Plots   []string  `json:"plots,omitempty"` // SVG files next to the JSON (WriteBench)
 }
 
 // Scenario is a named Config plus the instant of its step, if any.

@@ -180,7 +180,8 @@ func Run(cfg Config, ctrl autorate.Controller) Result {
 			reports = append(reports, struct {
 				at time.Duration
 				s  autorate.DelaySample
-			}{p.sent + p.owd + cfg.ReturnDelay, autorate.DelaySample{SentAt: epoch.Add(p.sent), Delay: p.owd}})
+			}{p.sent + p.owd + cfg.ReturnDelay, autorate.DelaySample{SentAt: epoch.Add(p.sent), Delay: p.owd,
+				ReceivedAt: epoch.Add(p.sent + p.owd + cfg.ReturnDelay)}})
 		}
 		if cfg.Hint && t%time.Second == 0 {
 			hint = &autorate.ModemHint{Capacity: uint64(cfg.Capacity(max(0, t-cfg.HintLag)))}

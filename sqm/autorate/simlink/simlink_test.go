@@ -70,8 +70,9 @@ func TestLifelineGoals(t *testing.T) {
 	for _, seed := range seeds {
 		down := figures(t, seed, "step-80-to-10", "lifeline")
 		base := figures(t, seed, "step-80-to-10", "cake-autorate")
-		// Goal ≤ 1 s; we reach 1.0–1.3 s on these seeds.
-		if down.RecoveryS > 1.5 || down.RecoveryS >= base.RecoveryS/3 {
+		// Goal ≤ 1 s; we reach 0.81–0.88 s on these seeds (exact probe arrival times let a
+		// stuck probe be noticed one tick earlier).
+		if down.RecoveryS > 1 || down.RecoveryS >= base.RecoveryS/3 {
 			t.Errorf("seed %d: recovery after 80→10 %.2fs (cake-autorate %.2fs)", seed, down.RecoveryS, base.RecoveryS)
 		}
 		up := figures(t, seed, "step-20-to-80", "lifeline")
@@ -83,8 +84,9 @@ func TestLifelineGoals(t *testing.T) {
 		}
 		rw := figures(t, seed, "random-walk-5-80", "lifeline")
 		rwBase := figures(t, seed, "random-walk-5-80", "cake-autorate")
-		// Goal p95 ≤ 15 ms at ≥ 90 %: utilisation is met, p95 is 17–24 ms.
-		if rw.Utilisation < 0.9 || rw.P95AddedMs > 30 || rw.P95AddedMs >= rwBase.P95AddedMs/2 {
+		// Goal p95 ≤ 15 ms at ≥ 90 %: utilisation is met (0.92–0.94), p95 is 15.3–16.6 ms,
+		// so the bound here is the figure reached plus a margin, not the goal.
+		if rw.Utilisation < 0.9 || rw.P95AddedMs > 18 || rw.P95AddedMs >= rwBase.P95AddedMs/2 {
 			t.Errorf("seed %d: random walk p95 %.1fms at %.3f used (cake-autorate %.1fms at %.3f)", seed, rw.P95AddedMs, rw.Utilisation, rwBase.P95AddedMs, rwBase.Utilisation)
 		}
 		idle := figures(t, seed, "idle-after-load", "lifeline")
