@@ -23,6 +23,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/lifeline-router/lifeline/sqm"
 )
 
 // Duration is a time.Duration that reads and writes as "5ms" in JSON.
@@ -134,6 +136,9 @@ type Uplink struct {
 	Address string `json:"address,omitempty"`
 
 	WireGuard WireGuard `json:"wireguard"`
+	// SQM shapes this uplink with CAKE (egress, and ingress via IFB),
+	// optionally retuned by the autorate controller.
+	SQM *sqm.UplinkConfig `json:"sqm,omitempty"`
 }
 
 // WireGuard is one tunnel: the router's end and the concentrator's end.
@@ -459,6 +464,15 @@ func (c *Config) Validate() error {
 		}
 		if w.MTU < 1280 || w.MTU > 9000 {
 			return fieldErr(wp+".mtu", "%d out of range 1280..9000", w.MTU)
+		}
+		if u.SQM != nil {
+			if err := u.SQM.Validate(); err != nil {
+				var ce *sqm.ConfigError
+				if errors.As(err, &ce) {
+					return fieldErr(p+".sqm."+ce.Field, "%s", ce.Msg)
+				}
+				return fieldErr(p+".sqm", "%v", err)
+			}
 		}
 	}
 	if primaries == 0 {

@@ -262,6 +262,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}()
 	}
 
+	if err := s.startSQM(ctx); err != nil {
+		return err
+	}
+
 	srv, err := s.serveHTTP(ctx)
 	if err != nil {
 		return err
@@ -405,6 +409,29 @@ func (s *Supervisor) reconcile() {
 		if err := s.setPreferred(d.Preferred); err != nil {
 			s.fail(err)
 		}
+	}
+	s.tuneProbes(d)
+}
+
+// tuneProbes watches a backup closely only while it carries the traffic:
+// sparse probes respect LTE data caps, but the autorate controller and the
+// fail-back logic need samples every few tens of ms on the path in use.
+func (s *Supervisor) tuneProbes(d failover.Decision) {
+	anyActive := false
+	for _, m := range d.Modes {
+		if m == failover.Active {
+			anyActive = true
+		}
+	}
+	for _, p := range s.plans {
+		if p.u.Role != config.RoleBackup {
+			continue
+		}
+		iv := s.cfg.Failover.BackupProbeInterval.D()
+		if !anyActive && d.Modes[p.u.Name] == failover.Standby {
+			iv = min(iv, 20*time.Millisecond)
+		}
+		s.probers[p.u.Name].SetInterval(iv)
 	}
 }
 

@@ -146,7 +146,8 @@ type Prober struct {
 	rxCount  uint64
 	rxPath   string
 
-	notify chan struct{}
+	notify    chan struct{}
+	ivChanged chan struct{}
 
 	// hist keeps recent answered probes (send time, RTT) for the SQM
 	// controller, which needs delay under load, not only liveness.
@@ -158,8 +159,9 @@ type Prober struct {
 
 // RTTSample is one answered probe.
 type RTTSample struct {
-	SentAt time.Time
-	RTT    time.Duration
+	SentAt     time.Time
+	ReceivedAt time.Time
+	RTT        time.Duration
 }
 
 const histLen = 512
@@ -194,11 +196,12 @@ func New(cfg Config) (*Prober, error) {
 		return nil, fmt.Errorf("probe ListenPacket(%s dev %s): %w", laddr, cfg.Interface, err)
 	}
 	p := &Prober{
-		cfg:      cfg,
-		conn:     pc.(*net.UDPConn),
-		answered: make([]bool, cfg.Window),
-		sentAt:   make([]time.Time, cfg.Window),
-		notify:   make(chan struct{}, 1),
+		cfg:       cfg,
+		conn:      pc.(*net.UDPConn),
+		answered:  make([]bool, cfg.Window),
+		sentAt:    make([]time.Time, cfg.Window),
+		notify:    make(chan struct{}, 1),
+		ivChanged: make(chan struct{}, 1),
 	}
 	if cfg.Interface != "" {
 		p.rxPath = "/sys/class/net/" + cfg.Interface + "/statistics/rx_packets"
@@ -220,8 +223,15 @@ func (p *Prober) poke() {
 // active path and deserves closer watching).
 func (p *Prober) SetInterval(d time.Duration) {
 	p.mu.Lock()
+	changed := p.cfg.Interval != d
 	p.cfg.Interval = d
 	p.mu.Unlock()
+	if changed {
+		select {
+		case p.ivChanged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Run sends and receives until ctx ends.
@@ -249,6 +259,10 @@ func (p *Prober) Run(ctx context.Context) error {
 		case err := <-errc:
 			t.Stop()
 			return err
+		case <-p.ivChanged:
+			// A backup that starts carrying traffic is probed at the
+			// new rate at once, not after its old, sparse interval.
+			t.Stop()
 		case <-t.C:
 		}
 		now := time.Now()
@@ -343,9 +357,9 @@ func (p *Prober) receive(ctx context.Context) error {
 			p.lastRTT = rtt
 			p.est.Sample(rtt)
 			if len(p.hist) < histLen {
-				p.hist = append(p.hist, RTTSample{sent, rtt})
+				p.hist = append(p.hist, RTTSample{sent, now, rtt})
 			} else {
-				p.hist[p.histPos] = RTTSample{sent, rtt}
+				p.hist[p.histPos] = RTTSample{sent, now, rtt}
 				p.histPos = (p.histPos + 1) % histLen
 			}
 			p.ever = true
@@ -416,13 +430,23 @@ func (p *Prober) Nudge(timeout time.Duration) (time.Duration, error) {
 
 // Samples returns the answered probes sent after since, oldest first.
 func (p *Prober) Samples(since time.Time) []RTTSample {
+	return p.samples(func(s RTTSample) bool { return s.SentAt.After(since) })
+}
+
+// ReceivedAfter returns the answered probes whose answer arrived after t,
+// in arrival order.
+func (p *Prober) ReceivedAfter(t time.Time) []RTTSample {
+	return p.samples(func(s RTTSample) bool { return s.ReceivedAt.After(t) })
+}
+
+func (p *Prober) samples(keep func(RTTSample) bool) []RTTSample {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []RTTSample
 	n := len(p.hist)
 	for i := 0; i < n; i++ {
 		s := p.hist[(p.histPos+i)%n]
-		if s.SentAt.After(since) {
+		if keep(s) {
 			out = append(out, s)
 		}
 	}
