@@ -478,6 +478,11 @@ func (p *Prober) Snapshot() Snapshot {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Look at the tunnel's receive counter before judging: when this
+	// process was not scheduled for a while (a loaded router), the kernel
+	// still counted every packet the tunnel delivered, and silence we
+	// merely failed to look at is not silence.
+	p.checkRxLocked(now)
 	s := Snapshot{
 		Alive:     p.ever && p.aliveLocked(now),
 		Ever:      p.ever,
