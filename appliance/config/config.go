@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/lifeline-router/lifeline/sqm"
+	"github.com/lifeline-router/lifeline/uplinks/ethernet"
+	"github.com/lifeline-router/lifeline/uplinks/wifi"
 )
 
 // Duration is a time.Duration that reads and writes as "5ms" in JSON.
@@ -139,7 +141,18 @@ type Uplink struct {
 	// SQM shapes this uplink with CAKE (egress, and ingress via IFB),
 	// optionally retuned by the autorate controller.
 	SQM *sqm.UplinkConfig `json:"sqm,omitempty"`
+	// Ethernet addresses a wired uplink by DHCP or statically (optionally
+	// on a VLAN); without it (and without WiFi) the device is expected to
+	// be addressed already, and Gateway names the next hop.
+	Ethernet *ethernet.Config `json:"ethernet,omitempty"`
+	// WiFi makes the uplink a WPA3 client (wpa_supplicant) with its own
+	// addressing.
+	WiFi *wifi.Config `json:"wifi,omitempty"`
 }
+
+// Managed reports whether a link manager (DHCP, static, WiFi) owns the
+// uplink's address and its default route.
+func (u Uplink) Managed() bool { return u.Ethernet != nil || u.WiFi != nil }
 
 // WireGuard is one tunnel: the router's end and the concentrator's end.
 type WireGuard struct {
@@ -201,6 +214,16 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// subFieldErr turns a section's "field: problem" error into a FieldError
+// with the full path.
+func subFieldErr(prefix string, err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " \t") {
+		return &FieldError{Field: prefix + "." + msg[:i], Err: errors.New(msg[i+2:])}
+	}
+	return &FieldError{Field: prefix, Err: err}
 }
 
 // Load reads, decodes (rejecting unknown fields) and validates a config
@@ -464,6 +487,26 @@ func (c *Config) Validate() error {
 		}
 		if w.MTU < 1280 || w.MTU > 9000 {
 			return fieldErr(wp+".mtu", "%d out of range 1280..9000", w.MTU)
+		}
+		if u.Ethernet != nil && u.WiFi != nil {
+			return fieldErr(p+".wifi", "an uplink is either ethernet or wifi, not both")
+		}
+		if u.Managed() && (u.Gateway != "" || u.Address != "") {
+			f := p + ".gateway"
+			if u.Address != "" {
+				f = p + ".address"
+			}
+			return fieldErr(f, "set addressing inside the ethernet/wifi section, not here")
+		}
+		if u.Ethernet != nil {
+			if err := u.Ethernet.Validate(); err != nil {
+				return subFieldErr(p+".ethernet", err)
+			}
+		}
+		if u.WiFi != nil {
+			if err := u.WiFi.Validate(); err != nil {
+				return subFieldErr(p+".wifi", err)
+			}
 		}
 		if u.SQM != nil {
 			if err := u.SQM.Validate(); err != nil {

@@ -67,6 +67,9 @@ func TestBadFieldsAreNamed(t *testing.T) {
 		{"sqm min above max", `"min": "2mbit"`, `"min": "90mbit"`, "uplinks[2].sqm.egress.autorate.min"},
 		{"sqm unknown diffserv", `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv4"}`, `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv5"}`, "uplinks[0].sqm.ingress.diffserv"},
 		{"sqm zero rate", `"bandwidth": "209mbit", "diffserv": "diffserv4", "ack_filter": true`, `"bandwidth": "0mbit", "diffserv": "diffserv4", "ack_filter": true`, "uplinks[0].sqm.egress.bandwidth"},
+		{"vlan out of range", `"gateway": "100.64.2.1",`, `"ethernet": {"dhcp": true, "vlan": 5000},`, "uplinks[1].ethernet.vlan"},
+		{"sae password too short", `"gateway": "100.64.2.1",`, `"wifi": {"ssid": "backhaul", "password": "short"},`, "uplinks[1].wifi.password"},
+		{"unknown band", `"gateway": "100.64.2.1",`, `"wifi": {"ssid": "backhaul", "password": "long enough pass", "bands": ["6", "60"]},`, "uplinks[1].wifi.bands[1]"},
 		{"unknown field", `"probe_port": 7,`, `"probe_prot": 7,`, "probe_prot"},
 		{"wrong type", `"priority": 200`, `"priority": "high"`, "uplinks.priority"},
 	} {

@@ -147,15 +147,18 @@ func applyUplink(log *slog.Logger, nl Netlink, wgm *wg.Manager, p *uplinkPlan) e
 		}
 	}
 	// The uplink's own table: how this uplink's tunnel reaches the
-	// concentrator.
-	def := &netlink.Route{Dst: defaultNet(), LinkIndex: p.link.Attrs().Index, Table: p.uplinkTable()}
-	if p.gateway.IsValid() {
-		def.Gw = p.gateway.AsSlice()
-	} else {
-		def.Scope = netlink.SCOPE_LINK
-	}
-	if err := nl.RouteReplace(def); err != nil {
-		return fmt.Errorf("RouteReplace(%v): %w", def, err)
+	// concentrator. A managed uplink's DHCP/static/WiFi manager owns this
+	// route (it appears with the lease and goes with it).
+	if !p.u.Managed() {
+		def := &netlink.Route{Dst: defaultNet(), LinkIndex: p.link.Attrs().Index, Table: p.uplinkTable()}
+		if p.gateway.IsValid() {
+			def.Gw = p.gateway.AsSlice()
+		} else {
+			def.Scope = netlink.SCOPE_LINK
+		}
+		if err := nl.RouteReplace(def); err != nil {
+			return fmt.Errorf("RouteReplace(%v): %w", def, err)
+		}
 	}
 	unreach := &netlink.Route{Dst: defaultNet(), Table: p.uplinkTable(), Type: unix.RTN_UNREACHABLE, Priority: lastResortMetric}
 	if err := nl.RouteReplace(unreach); err != nil {

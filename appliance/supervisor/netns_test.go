@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,9 @@ import (
 	"time"
 
 	"github.com/lifeline-router/lifeline/appliance/config"
+	"github.com/lifeline-router/lifeline/uplinks/dhcp4/dhcp4test"
+	"github.com/lifeline-router/lifeline/uplinks/ethernet"
+	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -405,4 +409,50 @@ func TestBadConfigChangesNothing(t *testing.T) {
 		t.Errorf("a rejected config left a tunnel behind:\n%s", l)
 	}
 	_ = context.Background
+}
+
+// TestDHCPLeaseLossFailsOver: the fiber is addressed by DHCP; losing the
+// lease is an uplink failure the failover logic acts on at once.
+func TestDHCPLeaseLossFailsOver(t *testing.T) {
+	w := newWorld(t)
+	w.ip(w.r, "addr", "flush", "dev", "fiber0")
+	w.cfg.Uplinks[0].Gateway = ""
+	w.cfg.Uplinks[0].Ethernet = &ethernet.Config{DHCP: true}
+	w.writeConfig()
+	nsh, err := netns.GetFromName(w.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	srv, err := dhcp4test.Start(dhcp4test.Options{NetNS: nsh, Iface: w.cFiberDev, ServerIP: netip.MustParseAddr("100.64.1.1"), Prefix: 24,
+		Pool: netip.MustParseAddr("100.64.1.2"), Router: netip.MustParseAddr("100.64.1.1"),
+		Lease: 4 * time.Second, T1: 2 * time.Second, T2: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	w.start(w.c, "concentrator", "--config", w.cfgPath, "--wireguard", "userspace", "--nft", "-")
+	w.start(w.r, "run", "--config", w.cfgPath, "--events", w.events, "--wireguard", "userspace")
+	waitFor(t, "endpoints once the lease is in", 15*time.Second, w.endpointsSettled)
+	if r := w.ip(w.r, "route", "show", "table", "101"); !strings.Contains(r, "default via 100.64.1.1 dev fiber0") {
+		t.Errorf("table 101 = %q, want the DHCP router as default", r)
+	}
+	if r := w.ip(w.r, "route", "show", "table", "main"); strings.Contains(r, "default") {
+		t.Errorf("a DHCP default route leaked into the main table:\n%s", r)
+	}
+	srv.SetMode(dhcp4test.Silent)
+	silent := time.Now()
+	waitFor(t, "fiber endpoint removed after the lease expired", 10*time.Second, func() bool {
+		return !strings.Contains(w.ip(w.r, "mptcp", "endpoint", "show"), "10.55.1.2")
+	})
+	// Lease 4 s from its last renewal (at most T1 = 2 s before silence).
+	if d := time.Since(silent); d > 5*time.Second {
+		t.Errorf("failed over %v after the server fell silent, want within the lease time", d)
+	}
+	evs := readEvents(t, w.events)
+	if _, ok := hasEvent(evs, "uplink_down", "fiber", silent); !ok {
+		t.Errorf("no uplink_down for fiber: %v", evs)
+	}
+	srv.SetMode(dhcp4test.Serve)
+	waitFor(t, "fiber back with a fresh lease", 20*time.Second, w.endpointsSettled)
 }

@@ -60,6 +60,7 @@ type Supervisor struct {
 
 	mu        sync.Mutex
 	carrier   map[string]bool
+	addrUp    map[string]bool // managed uplinks: lease/association held
 	demoted   map[string]bool
 	modes     map[string]failover.Mode
 	adopted   map[string]bool // endpoint left as found until the first verdict
@@ -98,6 +99,7 @@ func New(opts Options) (*Supervisor, error) {
 		policy:  failover.New(opts.Config.Failover.HoldDown.D()),
 		probers: map[string]*probe.Prober{},
 		carrier: map[string]bool{},
+		addrUp:  map[string]bool{},
 		demoted: map[string]bool{},
 		modes:   map[string]failover.Mode{},
 		adopted: map[string]bool{},
@@ -201,28 +203,25 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	errc := make(chan error, 8)
 
 	// Carrier: subscribe before the first read, so no event falls between.
-	// The library ends a subscription on any receive error; resubscribe,
-	// and re-read every uplink's flags on each tick as a backstop.
-	updates := make(chan netlink.LinkUpdate, 256)
-	subErr := make(chan struct{}, 1)
-	subscribe := func() (chan struct{}, error) {
+	// The library ends a subscription on any receive error and closes the
+	// channel it was given; each subscription gets its own channel, a
+	// closed one means "subscribe again", and every tick re-reads the
+	// uplinks' flags as a backstop.
+	subscribe := func() (chan netlink.LinkUpdate, chan struct{}, error) {
+		ch := make(chan netlink.LinkUpdate, 256)
 		done := make(chan struct{})
-		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
 			ReceiveBufferSize: 1 << 20,
 			ErrorCallback: func(err error) {
 				s.log.Debug("link subscription ended, resubscribing", "err", err)
-				select {
-				case subErr <- struct{}{}:
-				default:
-				}
 			},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("LinkSubscribe: %w", err)
+			return nil, nil, fmt.Errorf("LinkSubscribe: %w", err)
 		}
-		return done, nil
+		return ch, done, nil
 	}
-	subDone, err := subscribe()
+	updates, subDone, err := subscribe()
 	if err != nil {
 		return err
 	}
@@ -262,6 +261,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}()
 	}
 
+	if err := s.startLinkManagers(ctx, errc); err != nil {
+		return err
+	}
 	if err := s.startSQM(ctx); err != nil {
 		return err
 	}
@@ -289,7 +291,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return nil
 		case err := <-errc:
 			return err
-		case u := <-updates:
+		case u, ok := <-updates:
+			if !ok {
+				close(subDone)
+				if updates, subDone, err = subscribe(); err != nil {
+					return err
+				}
+				s.refreshCarrier()
+				s.reconcile()
+				continue
+			}
 			for _, p := range s.plans {
 				if p.link.Attrs().Index == int(u.Index) {
 					s.setCarrier(p.u.Name, hasCarrier(u.Link))
@@ -297,13 +308,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			s.reconcile()
 		case <-s.wake:
-			s.reconcile()
-		case <-subErr:
-			close(subDone)
-			if subDone, err = subscribe(); err != nil {
-				return err
-			}
-			s.refreshCarrier()
 			s.reconcile()
 		case <-tick.C:
 			s.refreshCarrier()
@@ -322,6 +326,14 @@ func (s *Supervisor) poke() {
 func hasCarrier(l netlink.Link) bool {
 	a := l.Attrs()
 	return a.Flags&net.FlagUp != 0 && a.RawFlags&unix.IFF_LOWER_UP != 0
+}
+
+// addrOK: an unmanaged uplink is addressed by whoever set it up; a managed
+// one only while its manager holds a lease or an association. Call with
+// s.mu held.
+func (s *Supervisor) addrOK(name string) bool {
+	up, managed := s.addrUp[name]
+	return !managed || up
 }
 
 func (s *Supervisor) refreshCarrier() {
@@ -370,7 +382,7 @@ func (s *Supervisor) reconcile() {
 		}
 		obs = append(obs, failover.Observation{
 			Name: p.u.Name, Role: role, Priority: p.u.Priority,
-			Carrier: s.carrier[p.u.Name], Alive: snap.Alive, Demoted: s.demoted[p.u.Name],
+			Carrier: s.carrier[p.u.Name] && s.addrOK(p.u.Name), Alive: snap.Alive, Demoted: s.demoted[p.u.Name],
 		})
 	}
 	s.mu.Unlock()
