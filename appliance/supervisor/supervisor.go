@@ -401,6 +401,18 @@ func (s *Supervisor) reconcile() {
 		s.event(now, ev, t.Uplink, t.Reason)
 		s.log.Info("uplink state", "uplink", t.Uplink, "from", t.From, "to", t.To, "reason", t.Reason)
 	}
+	// With nothing usable, removing endpoints helps nobody: the subflows'
+	// own retransmissions are what notices a path coming back. Keep the
+	// last set until something is usable again.
+	usable := false
+	for _, m := range d.Modes {
+		if m != failover.Unused {
+			usable = true
+		}
+	}
+	if !usable {
+		return
+	}
 	// Removals first: every millisecond a dead path keeps its endpoint is
 	// a millisecond of data queued into a black hole.
 	for _, pass := range []func(failover.Mode) bool{

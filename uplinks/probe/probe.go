@@ -225,6 +225,12 @@ func (p *Prober) SetInterval(d time.Duration) {
 	p.mu.Lock()
 	changed := p.cfg.Interval != d
 	p.cfg.Interval = d
+	if changed && p.ever {
+		// The silence threshold follows the interval; evidence gathered
+		// at the old, sparser rate must not be judged by the new, tighter
+		// one, or a backup that just became the path dies on the spot.
+		p.lastLife = time.Now()
+	}
 	p.mu.Unlock()
 	if changed {
 		select {

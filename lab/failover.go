@@ -1,0 +1,752 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lifeline-router/lifeline/appliance/config"
+	"github.com/lifeline-router/lifeline/lab/linkem"
+)
+
+// FailoverOptions describe one upload through one fault.
+type FailoverOptions struct {
+	World    Options
+	Lifeline LifelineOptions
+	Scenario Fault
+	Size     int64
+	// CutAt is when the fault starts, after the upload started.
+	CutAt time.Duration
+	// RestoreAfter is how long the fault lasts.
+	RestoreAfter time.Duration
+	// FlapPeriod is the spacing of a flap's down/up/down.
+	FlapPeriod time.Duration
+	// StallTimeout fails the run as hung when no new byte arrives for
+	// this long.
+	StallTimeout time.Duration
+	// Timeout bounds the whole transfer (0: from the rates and size).
+	Timeout time.Duration
+	// Progress, when set, is called about every 20 ms with the receiver's
+	// byte count and the phase ("fiber", "fault", "restored").
+	Progress func(bytes int64, phase string)
+	Seed     uint64
+}
+
+// Breakdown accounts for the fault's stall, each in ms after the fault.
+type Breakdown struct {
+	// DetectedMs: the supervisor's first uplink_down for the fiber.
+	DetectedMs *float64 `json:"detected_ms"`
+	// EndpointRemovedMs: its endpoint_removed for the fiber.
+	EndpointRemovedMs *float64 `json:"endpoint_removed_ms"`
+	// FirstLTEByteMs: the LTE tunnel interface's tx counter first grew by
+	// more than a probe (sampled about every millisecond).
+	FirstLTEByteMs *float64 `json:"first_lte_byte_ms"`
+	// FirstNewByteMs: the receiver got data again, ending the fault's stall.
+	FirstNewByteMs *float64 `json:"first_new_byte_ms"`
+}
+
+// Evidence is what the lab captured when a transfer stopped progressing.
+type Evidence struct {
+	RouterSS    string `json:"router_ss"`
+	ConcSS      string `json:"conc_ss"`
+	RouterNstat string `json:"router_nstat"`
+	ConcNstat   string `json:"conc_nstat"`
+	// RouterEndpoints is `ip mptcp endpoint show`; Subflows counts the
+	// router's established TCP subflows of the upload.
+	RouterEndpoints string `json:"router_endpoints"`
+	Subflows        int    `json:"subflows"`
+	Note            string `json:"note"`
+}
+
+// Result is one failover run, as `lifeline-lab failover --json` prints it.
+type Result struct {
+	Scenario           string   `json:"scenario"`
+	Size               int64    `json:"size"`
+	BytesSent          int64    `json:"bytes_sent"`
+	BytesReceived      int64    `json:"bytes_received"`
+	LostBytes          int64    `json:"lost_bytes"`
+	UndeliveredBytes   int64    `json:"undelivered_bytes"`
+	SHA256Match        bool     `json:"sha256_match"`
+	SHA256             string   `json:"sha256"`
+	ConnectionSurvived bool     `json:"connection_survived"`
+	MPTCP              bool     `json:"mptcp"`
+	MaxStallMs         float64  `json:"max_stall_ms"`
+	FaultStallMs       float64  `json:"fault_stall_ms"`
+	RestoreStallMs     float64  `json:"restore_stall_ms"`
+	FiberMbps          float64  `json:"fiber_mbps"`
+	LTEMbps            float64  `json:"lte_mbps"`
+	RestoreMbps        float64  `json:"restore_mbps"`
+	FailbackMs         *float64 `json:"failback_ms"`
+	AvgMbps            float64  `json:"avg_mbps"`
+	// Ceiling is the payload ceiling of each path in Mbit/s: shaper rate ×
+	// PayloadShare.
+	FiberCeilingMbps float64   `json:"fiber_ceiling_mbps"`
+	LTECeilingMbps   float64   `json:"lte_ceiling_mbps"`
+	Breakdown        Breakdown `json:"breakdown"`
+	// DuplicateData is the receiver's MPTcpExtDuplicateData delta: segments
+	// that arrived twice, mostly the re-injection after the fault.
+	DuplicateData int64    `json:"duplicate_data"`
+	LTESubflowMs  *float64 `json:"lte_subflow_ready_ms"`
+	// TunnelRTTIdle is each tunnel's RTT before the upload (probes to the
+	// concentrator's echo port through WireGuard); FiberRTTLoaded is the
+	// fiber tunnel's RTT during the upload, before the fault: what a
+	// probe timeout must tolerate.
+	TunnelRTTIdle  map[string]RTTStats `json:"tunnel_rtt_idle"`
+	FiberRTTLoaded *RTTStats           `json:"fiber_rtt_loaded,omitempty"`
+	// LTEBytesBeforeFault is what the LTE tunnel sent in the 200 ms before
+	// the fault; LTECarryingBeforeFault flags more than probes, i.e. the
+	// breakdown's first_lte_byte_ms does not measure a failover.
+	LTEBytesBeforeFault    int64 `json:"lte_bytes_before_fault"`
+	LTECarryingBeforeFault bool  `json:"lte_carrying_before_fault"`
+	// Relays are the ISP links' own counters (drops, lateness: the
+	// emulator's timing error); Shaper is `tc -s qdisc` of each uplink.
+	Relays   map[string]linkem.Stats `json:"relays,omitempty"`
+	Shaper   map[string]string       `json:"shaper,omitempty"`
+	Hung     bool                    `json:"hung"`
+	Evidence *Evidence               `json:"evidence,omitempty"`
+	// Times in ms after the upload's first byte, for plots.
+	FaultAtMs   float64 `json:"fault_at_ms"`
+	RestoreAtMs float64 `json:"restore_at_ms"`
+	DurationMs  float64 `json:"duration_ms"`
+	// Series is the receiver's goodput per 100 ms, Mbit/s.
+	Series   []float64         `json:"series_100ms_mbps"`
+	Events   []RelEvent        `json:"events"`
+	Settings map[string]string `json:"settings"`
+	Error    string            `json:"error,omitempty"`
+
+	recv *RecvSummary
+	send *SendSummary
+}
+
+// RelEvent is a supervisor event relative to the fault.
+type RelEvent struct {
+	Ms     float64 `json:"ms"`
+	Event  string  `json:"event"`
+	Uplink string  `json:"uplink,omitempty"`
+	Reason string  `json:"reason,omitempty"`
+}
+
+// PayloadShare is the share of a full WireGuard packet on the wire that is
+// upload payload, at tunnel MTU 1420: inner IPv4 20 + TCP 20 + timestamps
+// 12 + MPTCP DSS 28 (8-byte data ACK, 64-bit mapping) leave 1340 bytes of
+// payload; the outer packet adds WireGuard 32 + UDP 8 + IPv4 20 and the
+// shaper counts the 14-byte Ethernet header: 1340 / (1420+60+14) = 0.897.
+const PayloadShare = 1340.0 / (1420 + 60 + 14)
+
+func (o *FailoverOptions) setDefaults() error {
+	if err := o.World.setDefaults(); err != nil {
+		return err
+	}
+	if o.Size <= 0 {
+		o.Size = 200e6
+	}
+	if o.CutAt == 0 {
+		o.CutAt = 3 * time.Second
+	}
+	if o.RestoreAfter == 0 {
+		o.RestoreAfter = 5 * time.Second
+	}
+	if o.FlapPeriod == 0 {
+		o.FlapPeriod = 200 * time.Millisecond
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 10 * time.Second
+	}
+	if o.Scenario == "" {
+		o.Scenario = FaultCut
+	}
+	if o.Lifeline.RTOMin == 0 {
+		o.Lifeline.RTOMin = 10 * time.Millisecond
+	}
+	if o.Scenario == FaultFlap && 2*o.FlapPeriod >= o.RestoreAfter {
+		return fmt.Errorf("--restore-after %v must exceed two flap periods (%v)", o.RestoreAfter, 2*o.FlapPeriod)
+	}
+	if o.Timeout == 0 {
+		// Worst case: everything over LTE at half its rate, plus slack.
+		o.Timeout = time.Duration(float64(o.Size)*8/float64(o.World.LTE.Rate)*2*float64(time.Second)) + o.CutAt + o.RestoreAfter + time.Minute
+	}
+	if o.Lifeline.Bin == "" {
+		return errors.New("failover: the lifeline binary is not set")
+	}
+	return nil
+}
+
+// Failover builds a world, starts lifeline, uploads Size bytes over one
+// MPTCP connection, injects the fault at CutAt, restores it RestoreAfter
+// later, and tears everything down. The Result is filled as far as the run
+// got even when an error is returned.
+func Failover(ctx context.Context, o FailoverOptions) (*Result, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	w, err := Build(ctx, o.World)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if err := w.StartLifeline(ctx, o.Lifeline); err != nil {
+		return nil, err
+	}
+	return w.RunFailover(ctx, o)
+}
+
+// RunFailover runs the upload and fault in a world whose lifeline runs.
+func (w *World) RunFailover(ctx context.Context, o FailoverOptions) (*Result, error) {
+	res := &Result{Scenario: string(o.Scenario), Size: o.Size, Settings: o.settings()}
+	fiber, lte := w.Path("fiber"), w.Path("lte")
+	res.FiberCeilingMbps = float64(w.ShaperRate(fiber)) * PayloadShare / 1e6
+	res.LTECeilingMbps = float64(w.ShaperRate(lte)) * PayloadShare / 1e6
+	err := w.runFailover(ctx, o, res)
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res, err
+}
+
+func (o *FailoverOptions) settings() map[string]string {
+	return map[string]string{
+		"fiber": FormatRateS(o.World.Fiber.Rate), "lte": FormatRateS(o.World.LTE.Rate),
+		"fiber_rtt": o.World.Fiber.RTT.String(), "lte_rtt": o.World.LTE.RTT.String(),
+		"cut_at": o.CutAt.String(), "restore_after": o.RestoreAfter.String(),
+		"shaper_share": strconv.FormatFloat(o.World.ShaperShare, 'f', -1, 64),
+		"shaper_queue": o.World.ShaperQueue.String(), "isp_buffer": o.World.ISPBuffer.String(),
+		"size": FormatSize(o.Size),
+	}
+}
+
+func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result) error {
+	fiber, lte := w.Path("fiber"), w.Path("lte")
+	recvOut := filepath.Join(w.Dir, "recv.json")
+	sendOut := filepath.Join(w.Dir, "send.json")
+	rp, err := w.start("recv", w.Conc, true, o.World.LabBin, "recv",
+		"--listen", fmt.Sprintf("%s:%d", ServiceAddress, UploadPort), "--out", recvOut)
+	if err != nil {
+		return err
+	}
+	if err := rp.waitLine(ctx, "recv: listening", 10*time.Second); err != nil {
+		return err
+	}
+	res.TunnelRTTIdle = map[string]RTTStats{}
+	for _, p := range w.Paths {
+		st, err := w.TunnelRTT(ctx, p, 20, 10*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		res.TunnelRTTIdle[p.Name] = st
+	}
+	before, err := readNetstat(w.Conc)
+	if err != nil {
+		return err
+	}
+	seed := o.Seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	sp, err := w.start("send", w.Router, false, o.World.LabBin, "send",
+		"--to", fmt.Sprintf("%s:%d", ServiceAddress, UploadPort), "--size", strconv.FormatInt(o.Size, 10),
+		"--seed", strconv.FormatUint(seed, 10), "--out", sendOut)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	// The loaded fiber RTT, every 10 ms until just before the fault.
+	loaded, err := w.startPinger(fiber, 10*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	loadedDone := make(chan RTTStats, 1)
+	loadedUntil := time.Until(start.Add(o.CutAt - 50*time.Millisecond))
+	if o.Scenario == FaultNone {
+		loadedUntil = o.Timeout // until the upload ends
+	}
+	go func() {
+		select {
+		case <-time.After(loadedUntil):
+		case <-sp.done:
+		case <-ctx.Done():
+		}
+		loadedDone <- loaded.stop(100 * time.Millisecond)
+	}()
+
+	// Progress from the receiver's stdout: the watchdog and the progress line.
+	var recvBytes atomic.Int64
+	var lastNew atomic.Int64
+	lastNew.Store(start.UnixNano())
+	var phase atomic.Value
+	phase.Store("fiber")
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for line := range rp.lines {
+			f := strings.Fields(line)
+			if len(f) == 3 && f[0] == "P" {
+				n, _ := strconv.ParseInt(f[2], 10, 64)
+				if n > recvBytes.Load() {
+					recvBytes.Store(n)
+					lastNew.Store(time.Now().UnixNano())
+				}
+				if o.Progress != nil {
+					o.Progress(n, phase.Load().(string))
+				}
+			}
+		}
+	}()
+
+	// Record when the kernel opened the LTE subflow (lte_subflow_ready_ms):
+	// a fault before that tests the MP_JOIN, not the failover.
+	subflow := make(chan float64, 1)
+	go func() {
+		if d, ok := w.waitSubflow(ctx, lte, o.CutAt); ok {
+			subflow <- ms(d)
+		}
+		close(subflow)
+	}()
+
+	type outcome struct {
+		hung bool
+		err  error
+	}
+	watch := make(chan outcome, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		deadline := start.Add(o.Timeout)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-sp.done:
+				watch <- outcome{}
+				return
+			case now := <-t.C:
+				if now.Sub(time.Unix(0, lastNew.Load())) > o.StallTimeout {
+					watch <- outcome{hung: true, err: fmt.Errorf("transfer hung: no new byte for %v at %d bytes", o.StallTimeout, recvBytes.Load())}
+					return
+				}
+				if now.After(deadline) {
+					watch <- outcome{hung: true, err: fmt.Errorf("transfer did not finish within %v", o.Timeout)}
+					return
+				}
+			}
+		}
+	}()
+
+	// The schedule: fault at CutAt, restore RestoreAfter later. The
+	// watchdog's verdict can come at any point; once it has (done), the
+	// schedule is skipped.
+	var t0, t1 time.Time
+	var sampler *txSampler
+	var out outcome
+	done := false
+	wait := func(until time.Time) error {
+		if done {
+			return nil
+		}
+		select {
+		case out = <-watch:
+			done = true
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(until)):
+		}
+		return nil
+	}
+	if err := wait(start.Add(o.CutAt - lteLead)); err != nil {
+		return err
+	}
+	// The LTE counter is sampled from shortly before the fault, to tell
+	// whether LTE was already carrying data when the fiber died.
+	if !done && o.Scenario != FaultNone {
+		sampler = w.startTxSampler(lte.WG, lteLead+3*time.Second)
+	}
+	if err := wait(start.Add(o.CutAt)); err != nil {
+		return err
+	}
+	finishedEarly := done && !out.hung
+	if !done {
+		select {
+		case <-sp.done:
+			finishedEarly = true
+		default:
+		}
+	}
+	if o.Scenario != FaultNone && !done && !finishedEarly {
+		phase.Store("fault")
+		if t0, err = w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod); err != nil {
+			return err
+		}
+		if err := wait(t0.Add(o.RestoreAfter)); err != nil {
+			return err
+		}
+		if t1, err = w.Restore(o.Scenario, fiber); err != nil {
+			return err
+		}
+		phase.Store("restored")
+	}
+	if !done {
+		select {
+		case out = <-watch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if o.Scenario == FaultNone {
+		finishedEarly = false
+	}
+	wcancel()
+	if out.hung {
+		res.Hung = true
+		res.Evidence = w.captureEvidence(out.err.Error())
+		sp.stop(2 * time.Second)
+		rp.stop(2 * time.Second)
+	}
+	// The receiver writes its summary after answering the sender.
+	select {
+	case <-rp.done:
+	case <-time.After(10 * time.Second):
+		rp.stop(2 * time.Second)
+	}
+	<-sp.done
+	<-recvDone
+	if st := <-loadedDone; st.Sent > 20 {
+		res.FiberRTTLoaded = &st
+	}
+	if v, ok := <-subflow; ok {
+		res.LTESubflowMs = &v
+	}
+	res.Relays, res.Shaper = map[string]linkem.Stats{}, map[string]string{}
+	for _, p := range w.Paths {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if st, err := w.Relay(p).Stats(sctx); err == nil {
+			res.Relays[p.Name] = st
+		}
+		if out, err := run(sctx, "tc", "-n", w.Router, "-s", "qdisc", "show", "dev", p.Dev); err == nil {
+			res.Shaper[p.Name] = out
+		}
+		cancel()
+	}
+	after, _ := readNetstat(w.Conc)
+	res.DuplicateData = after["MPTcpExt.DuplicateData"] - before["MPTcpExt.DuplicateData"]
+
+	var rs RecvSummary
+	var ss SendSummary
+	rerr := readJSONFile(recvOut, &rs)
+	serr := readJSONFile(sendOut, &ss)
+	res.recv, res.send = &rs, &ss
+	evs, _ := w.ReadEvents()
+	var lteTx []txSample
+	if sampler != nil {
+		lteTx = sampler.stop()
+	}
+	analyze(res, &rs, &ss, evs, t0, t1, lteTx, start)
+	switch {
+	case out.err != nil:
+		return out.err
+	case rerr != nil:
+		return fmt.Errorf("receiver summary: %w", rerr)
+	case serr != nil:
+		return fmt.Errorf("sender summary: %w", serr)
+	case ss.Error != "":
+		return fmt.Errorf("sender: %s", ss.Error)
+	case rs.Error != "":
+		return fmt.Errorf("receiver: %s", rs.Error)
+	case finishedEarly:
+		return fmt.Errorf("the upload finished before the fault at %v: raise --size or lower --cut-at", o.CutAt)
+	case !res.SHA256Match:
+		return fmt.Errorf("sha256 mismatch: sent %s (%d bytes), received %s (%d bytes)", ss.SHA256, ss.BytesSent, rs.SHA256, rs.Bytes)
+	}
+	return nil
+}
+
+// waitSubflow polls (with ss, before the fault only) until an established
+// subflow leaves p's tunnel address; it reports how long that took.
+func (w *World) waitSubflow(ctx context.Context, p *Path, within time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	src := strings.Split(p.TunnelAddr(), "/")[0]
+	for time.Since(start) < within-200*time.Millisecond {
+		out, err := run(ctx, "ip", "netns", "exec", w.Router, "ss", "-tnH", "state", "established", "src", src)
+		if err == nil && strings.Contains(out, fmt.Sprintf(":%d", UploadPort)) {
+			return time.Since(start), true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return 0, false
+}
+
+func (w *World) captureEvidence(note string) *Evidence {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	get := func(ns string, args ...string) string {
+		out, err := run(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+		if err != nil {
+			return out + "\n" + err.Error()
+		}
+		return out
+	}
+	ev := &Evidence{
+		RouterSS:        get(w.Router, "ss", "-tiMn") + get(w.Router, "ss", "-tin"),
+		ConcSS:          get(w.Conc, "ss", "-tiMn") + get(w.Conc, "ss", "-tin"),
+		RouterNstat:     get(w.Router, "nstat", "-asz"),
+		ConcNstat:       get(w.Conc, "nstat", "-asz"),
+		RouterEndpoints: get(w.Router, "ip", "mptcp", "endpoint", "show"),
+		Note:            note,
+	}
+	// Tell the two kinds of hang apart: no subflow left at all (every
+	// endpoint was removed: a supervisor problem) or subflows that exist
+	// but do not move data (the kernel hang seen on 6.18).
+	sub, _ := run(ctx, "ip", "netns", "exec", w.Router, "ss", "-tnH", "state", "established", "dport", "= :"+strconv.Itoa(UploadPort))
+	ev.Subflows = len(strings.Split(strings.TrimSpace(sub), "\n"))
+	if strings.TrimSpace(sub) == "" {
+		ev.Subflows = 0
+		ev.Note += "; no TCP subflow left on the router (endpoints: " + strings.TrimSpace(strings.ReplaceAll(ev.RouterEndpoints, "\n", "; ")) + ")"
+	} else {
+		ev.Note += fmt.Sprintf("; %d subflow(s) established but no progress", ev.Subflows)
+	}
+	return ev
+}
+
+// txSampler reads an interface's tx_bytes about every millisecond.
+type txSampler struct {
+	mu      sync.Mutex
+	samples []txSample
+	quit    chan struct{}
+	done    chan struct{}
+}
+
+type txSample struct {
+	t     time.Time
+	bytes uint64
+}
+
+func (w *World) startTxSampler(ifname string, dur time.Duration) *txSampler {
+	s := &txSampler{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		end := time.Now().Add(dur)
+		for time.Now().Before(end) {
+			b, err := w.TxBytes(ifname)
+			if err == nil {
+				s.mu.Lock()
+				s.samples = append(s.samples, txSample{time.Now(), b})
+				s.mu.Unlock()
+			}
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(500 * time.Microsecond):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *txSampler) stop() []txSample {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples
+}
+
+// lteLead is how long before the fault the LTE counter is watched.
+const lteLead = 200 * time.Millisecond
+
+// faultWindow bounds when the fault's stall may begin after the fault.
+const faultWindow = 500 * time.Millisecond
+
+// probeAllowance is how much the LTE tunnel may send after the fault
+// before it counts as carrying data: keepalives and sparse probes are a
+// few hundred bytes; a data segment is more than a kilobyte.
+const probeAllowance = 1000
+
+// analyze derives the result's figures from the two summaries, the events
+// and the LTE counter samples.
+func analyze(res *Result, rs *RecvSummary, ss *SendSummary, evs []Event, t0, t1 time.Time, lteTx []txSample, start time.Time) {
+	res.BytesSent = ss.BytesSent
+	res.BytesReceived = rs.Bytes
+	res.MPTCP = ss.MPTCP && rs.MPTCP
+	res.SHA256 = rs.SHA256
+	res.SHA256Match = rs.SHA256 != "" && rs.SHA256 == ss.SHA256 && rs.Bytes == res.Size && ss.BytesSent == res.Size
+	res.ConnectionSurvived = ss.Error == "" && rs.Error == "" && rs.EOF && ss.PeerBytes == ss.BytesSent && ss.PeerSHA256 == ss.SHA256
+	res.UndeliveredBytes = max(res.Size-rs.Bytes, 0)
+	// Lost: handed to the socket, never delivered, in a run the watchdog
+	// did not abort (an aborted run's tail was merely still in flight).
+	if !res.Hung {
+		res.LostBytes = max(ss.BytesSent-rs.Bytes, 0)
+	}
+	base := rs.FirstNS
+	if base == 0 {
+		base = start.UnixNano()
+	}
+	rel := func(ns int64) float64 { return float64(ns-base) / 1e6 }
+	if rs.LastNS > rs.FirstNS {
+		res.DurationMs = rel(rs.LastNS)
+		res.AvgMbps = float64(rs.Bytes) * 8 / (float64(rs.LastNS-rs.FirstNS) / 1e9) / 1e6
+	}
+	for _, g := range rs.Gaps {
+		res.MaxStallMs = math.Max(res.MaxStallMs, g.Ms())
+	}
+	// 100 ms series from the 10 ms bins.
+	if rs.BinNS > 0 {
+		per := int(int64(100*time.Millisecond) / rs.BinNS)
+		firstBin := int((base - rs.AcceptNS) / rs.BinNS)
+		for i := max(firstBin, 0); i < len(rs.Bins); i += per {
+			var sum int64
+			for j := i; j < min(i+per, len(rs.Bins)); j++ {
+				sum += rs.Bins[j]
+			}
+			res.Series = append(res.Series, float64(sum)*8/0.1/1e6)
+		}
+	}
+	rate := func(fromNS, toNS int64) float64 { return rs.mbps(fromNS, toNS) }
+	if t0.IsZero() {
+		// No fault: events are relative to the first byte.
+		for _, e := range evs {
+			res.Events = append(res.Events, RelEvent{Ms: rel(e.Time.UnixNano()), Event: e.Event, Uplink: e.Uplink, Reason: e.Reason})
+		}
+		res.FiberMbps = rate(base+int64(time.Second), rs.LastNS)
+		return
+	}
+	T0, T1 := t0.UnixNano(), t1.UnixNano()
+	res.FaultAtMs, res.RestoreAtMs = rel(T0), rel(T1)
+	// Skip the first second (slow start, subflow set-up).
+	res.FiberMbps = rate(min(base+int64(time.Second), T0-int64(500*time.Millisecond)), T0)
+	// The fault's stall: the longest gap that starts between just before
+	// the fault (a gap may begin before the netlink call returns) and the
+	// end of what was still draining from the dead path (its ISP buffer
+	// and flight, well under faultWindow). Later gaps belong to the LTE
+	// phase, not to the failover.
+	var fg *Gap
+	for i := range rs.Gaps {
+		g := &rs.Gaps[i]
+		if g.EndNS > T0 && g.StartNS >= T0-int64(20*time.Millisecond) && g.StartNS < min(T1, T0+int64(faultWindow)) {
+			if fg == nil || g.EndNS-g.StartNS > fg.EndNS-fg.StartNS {
+				fg = g
+			}
+		}
+	}
+	ptr := func(v float64) *float64 { return &v }
+	if fg != nil {
+		res.FaultStallMs = fg.Ms()
+		res.Breakdown.FirstNewByteMs = ptr(float64(fg.EndNS-T0) / 1e6)
+		res.LTEMbps = rate(fg.EndNS+int64(500*time.Millisecond), T1)
+	} else {
+		res.LTEMbps = rate(T0+int64(500*time.Millisecond), T1)
+	}
+	for _, g := range rs.Gaps {
+		if g.EndNS > T1 {
+			res.RestoreStallMs = math.Max(res.RestoreStallMs, g.Ms())
+		}
+	}
+	for _, e := range evs {
+		d := float64(e.Time.UnixNano()-T0) / 1e6
+		res.Events = append(res.Events, RelEvent{Ms: d, Event: e.Event, Uplink: e.Uplink, Reason: e.Reason})
+		if d < -1 || e.Uplink != "fiber" || e.Time.UnixNano() > T1 {
+			continue
+		}
+		switch e.Event {
+		case "uplink_down":
+			if res.Breakdown.DetectedMs == nil {
+				res.Breakdown.DetectedMs = ptr(d)
+			}
+		case "endpoint_removed":
+			if res.Breakdown.EndpointRemovedMs == nil {
+				res.Breakdown.EndpointRemovedMs = ptr(d)
+			}
+		}
+	}
+	if len(lteTx) > 0 {
+		// baseTx: the counter at the fault; preTx: what LTE sent in the
+		// lteLead before it (probes only, unless LTE already carried data,
+		// e.g. after a false "down" of the fiber).
+		first, baseTx := lteTx[0].bytes, lteTx[0].bytes
+		for _, s := range lteTx {
+			if !s.t.After(t0) {
+				baseTx = s.bytes
+				continue
+			}
+			if s.bytes > baseTx+probeAllowance {
+				res.Breakdown.FirstLTEByteMs = ptr(float64(s.t.UnixNano()-T0) / 1e6)
+				break
+			}
+		}
+		res.LTEBytesBeforeFault = int64(baseTx - first)
+		res.LTECarryingBeforeFault = baseTx-first > 2*probeAllowance
+	}
+	// Fail-back: the end of the first 100 ms window after the restore that
+	// carries at least 90 % of the fiber rate.
+	if res.FiberMbps > 0 && rs.BinNS > 0 {
+		per := int(int64(100*time.Millisecond) / rs.BinNS)
+		first := int((T1 - rs.AcceptNS) / rs.BinNS)
+		for i := max(first, 0); i+per <= len(rs.Bins); i++ {
+			var sum int64
+			for j := i; j < i+per; j++ {
+				sum += rs.Bins[j]
+			}
+			if float64(sum)*8/0.1/1e6 >= 0.9*res.FiberMbps {
+				endNS := rs.AcceptNS + int64(i+per)*rs.BinNS
+				res.FailbackMs = ptr(float64(endNS-T1) / 1e6)
+				res.RestoreMbps = rate(endNS, rs.LastNS)
+				break
+			}
+		}
+		if res.FailbackMs == nil {
+			res.RestoreMbps = rate(T1+int64(time.Second), rs.LastNS)
+		}
+	}
+}
+
+// mbps is the goodput between two instants from the 10 ms bins.
+func (rs *RecvSummary) mbps(fromNS, toNS int64) float64 {
+	if rs.BinNS == 0 || toNS-fromNS < rs.BinNS {
+		return 0
+	}
+	a := int((fromNS - rs.AcceptNS) / rs.BinNS)
+	b := int((toNS - rs.AcceptNS) / rs.BinNS)
+	a, b = max(a, 0), min(b, len(rs.Bins))
+	if b <= a {
+		return 0
+	}
+	var sum int64
+	for _, v := range rs.Bins[a:b] {
+		sum += v
+	}
+	return float64(sum) * 8 / (float64(int64(b-a)*rs.BinNS) / 1e9) / 1e6
+}
+
+// FormatRateS formats bit/s like tc.
+func FormatRateS(r uint64) string {
+	switch {
+	case r%1e6 == 0:
+		return fmt.Sprintf("%dmbit", r/1e6)
+	case r%1e3 == 0:
+		return fmt.Sprintf("%dkbit", r/1e3)
+	}
+	return fmt.Sprintf("%dbit", r)
+}
+
+// Tweak for the config: exported so the CLI and tests share it.
+func holdDown(d time.Duration) func(*config.Config) {
+	return func(c *config.Config) {
+		if d > 0 {
+			c.Failover.HoldDown = config.Duration(d)
+		}
+	}
+}

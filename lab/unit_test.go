@@ -1,0 +1,186 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"200MB": 200e6, "1.5GB": 1.5e9, "64MiB": 64 << 20, "1000": 1000, "10kB": 1e4} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MB", "-1MB", "1e9", "12 parsecs", "NaNGB", "0"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q): no error", in)
+		}
+	}
+}
+
+// Bad flags must fail before anything is built: Main returns at once with
+// an error naming the flag, and (as root) no namespace appears.
+func TestMainRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"failover", "--scenario", "meteor"},
+		{"failover", "--size", "lots"},
+		{"failover", "--fiber", "fast"},
+		{"failover", "--lte-rtt", "-5ms"},
+		{"failover", "--bogus"},
+		{"failover", "--size", "200", "MB"},
+		{"failover", "--scenario", "flap", "--restore-after", "100ms"},
+		{"failover", "--shaper", "1.5"},
+		{"failover", "--lifeline", "/nonexistent/lifeline"},
+		{"bench", "--scenarios", "cut,meteor"},
+		{"bench", "--trials", "0"},
+		{"demo", "--cut-at", "soon"},
+		{"rtt", "--probes", "1"},
+		{"explode"},
+		{},
+	} {
+		var out, errb bytes.Buffer
+		start := time.Now()
+		err := Main(context.Background(), args, &out, &errb)
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			t.Errorf("Main(%q): err = %v, want an error", args, err)
+			continue
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("Main(%q) took %v: it built something before failing", args, time.Since(start))
+		}
+		if strings.Contains(out.String(), "{") {
+			t.Errorf("Main(%q) printed a result: %s", args, out.String())
+		}
+	}
+}
+
+func TestAggregate(t *testing.T) {
+	v := func(x float64) *float64 { return &x }
+	rs := []*Result{
+		{FaultAtMs: 1, FaultStallMs: 140, DuplicateData: 300, FailbackMs: v(500), FiberMbps: 180, LTEMbps: 17, FiberCeilingMbps: 187.5, LTECeilingMbps: 17, SHA256Match: true, ConnectionSurvived: true},
+		{FaultAtMs: 1, FaultStallMs: 50, DuplicateData: 0, FiberMbps: 170, LTEMbps: 16, SHA256Match: true, ConnectionSurvived: true},
+		{FaultAtMs: 1, FaultStallMs: 900, Hung: true, Error: "transfer hung", LostBytes: 1000, LTECarryingBeforeFault: true},
+	}
+	st := aggregate(rs)
+	if st.Trials != 3 || st.Hung != 1 || st.Failed != 1 || st.SHA256Match != 2 || st.Survived != 2 || st.LostBytes != 1000 || st.LTEBeforeFault != 1 {
+		t.Errorf("counts: %+v", st)
+	}
+	if st.FaultStallMs.P100 != 900 || st.FaultStallMs.P50 != 140 || st.StallNoDupMs.P100 != 900 || st.StallWithDupMs.N != 1 {
+		t.Errorf("stalls: all %+v, with dup %+v, without %+v", st.FaultStallMs, st.StallWithDupMs, st.StallNoDupMs)
+	}
+	if st.NoFailback != 2 || st.FailbackMs.P100 != 500 {
+		t.Errorf("fail-back: %+v, none in %d", st.FailbackMs, st.NoFailback)
+	}
+}
+
+func TestDist(t *testing.T) {
+	d := dist([]float64{5, 1, 4, 2, 3})
+	if d.P50 != 3 || d.P100 != 5 || d.Min != 1 || d.N != 5 {
+		t.Errorf("dist = %+v", d)
+	}
+	if d := dist(nil); d.N != 0 {
+		t.Errorf("dist(nil) = %+v", d)
+	}
+}
+
+// TestAnalyze feeds a synthetic upload: 1 s on "fiber", a fault at 1 s, a
+// 150 ms gap, LTE at a tenth of the rate until the restore at 3 s, fiber
+// again from 3.2 s.
+func TestAnalyze(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	accept := int64(1_000_000_000_000)
+	rs := &RecvSummary{AcceptNS: accept, FirstNS: accept, BinNS: 10 * ms, MinGapNS: 2 * ms, SHA256: "ab", EOF: true}
+	per := func(i int64) int64 {
+		t := i * 10
+		switch {
+		case t < 1010:
+			return 250_000 // 200 Mbit/s
+		case t < 1160:
+			return 0
+		case t < 3200:
+			return 25_000 // 20 Mbit/s
+		}
+		return 250_000
+	}
+	for i := int64(0); i < 400; i++ {
+		rs.Bins = append(rs.Bins, per(i))
+		rs.Bytes += per(i)
+	}
+	rs.LastNS = accept + 4000*ms
+	rs.Gaps = []Gap{
+		{StartNS: accept + 1010*ms, EndNS: accept + 1160*ms},
+		{StartNS: accept + 2000*ms, EndNS: accept + 2030*ms}, // an LTE hiccup, not the failover
+	}
+	ss := &SendSummary{BytesSent: rs.Bytes, SHA256: "ab", MPTCP: true, PeerBytes: rs.Bytes, PeerSHA256: "ab"}
+	rs.MPTCP = true
+	res := &Result{Size: rs.Bytes}
+	t0 := time.Unix(0, accept+1000*ms)
+	t1 := time.Unix(0, accept+3000*ms)
+	evs := []Event{
+		{Time: t0.Add(-500 * time.Millisecond), Event: "uplink_down", Uplink: "fiber"}, // before: ignored
+		{Time: t0.Add(3 * time.Millisecond), Event: "uplink_down", Uplink: "fiber"},
+		{Time: t0.Add(5 * time.Millisecond), Event: "endpoint_removed", Uplink: "fiber"},
+	}
+	lte := []txSample{{t0.Add(-time.Millisecond), 5000}, {t0.Add(50 * time.Millisecond), 5300}, {t0.Add(90 * time.Millisecond), 9000}}
+	analyze(res, rs, ss, evs, t0, t1, lte, time.Unix(0, accept))
+	check := func(name string, got, want float64) {
+		t.Helper()
+		if d := got - want; d > 0.5 || d < -0.5 {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	check("fault stall", res.FaultStallMs, 150)
+	check("max stall", res.MaxStallMs, 150)
+	check("fiber", res.FiberMbps, 200)
+	check("lte", res.LTEMbps, 20)
+	check("detected", *res.Breakdown.DetectedMs, 3)
+	check("removed", *res.Breakdown.EndpointRemovedMs, 5)
+	check("first lte byte", *res.Breakdown.FirstLTEByteMs, 90)
+	check("first new byte", *res.Breakdown.FirstNewByteMs, 160)
+	if res.FailbackMs == nil {
+		t.Fatal("no fail-back found")
+	}
+	// The window 3190-3290 ms holds nine fiber bins and one LTE bin: 182 Mbit/s ≥ 90 %.
+	check("failback", *res.FailbackMs, 290)
+	check("restore", res.RestoreMbps, 200)
+	if !res.SHA256Match || !res.ConnectionSurvived || res.LostBytes != 0 {
+		t.Errorf("match %v survived %v lost %d", res.SHA256Match, res.ConnectionSurvived, res.LostBytes)
+	}
+	// A truncated stream is loss, attributed to when it was written.
+	ss2 := &SendSummary{StartNS: accept, BinNS: 100 * ms, BytesSent: 1000, Written: []int64{400, 800, 1000}}
+	if got := ss2.lostIn(accept, accept+100*ms, 600); got != 0 {
+		t.Errorf("lostIn(first bin) = %d, want 0", got)
+	}
+	if got := ss2.lostIn(accept+100*ms, accept+1000*ms, 600); got != 400 {
+		t.Errorf("lostIn(rest) = %d, want 400", got)
+	}
+}
+
+func TestPlotSVG(t *testing.T) {
+	r := &Result{Scenario: "cut", Size: 1e8, Series: []float64{100, 200, 0, 20, 200}, FaultAtMs: 150, RestoreAtMs: 350,
+		Events: []RelEvent{{Ms: 10, Event: "route_switched", Uplink: "lte"}}}
+	svg := plotSVG(r)
+	for _, want := range []string{"<svg", "polyline", "fiber cut", "fiber restored", "route_switched lte", "</svg>"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("svg lacks %q", want)
+		}
+	}
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("svg is not well-formed XML: %v", err)
+		}
+	}
+}
