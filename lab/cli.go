@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lifeline-router/lifeline/appliance/config"
 	"io"
 	"math"
 	"net/netip"
@@ -388,7 +389,8 @@ type failoverFlags struct {
 	scenario                         string
 	size                             sizeFlag
 	cutAt, restoreAfter, flap, stall durFlag
-	holdDown                         durFlag
+	holdDown, minTimeout             durFlag
+	noNudge, noReactor               bool
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
@@ -401,7 +403,18 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.flap, "flap-period", "spacing of the flap's down/up/down")
 	fs.Var(&f.stall, "stall-timeout", "fail as hung after this long without a new byte")
 	fs.Var(&f.holdDown, "hold-down", "supervisor's fail-back hold-down (0: the config default)")
+	fs.Var(&f.minTimeout, "min-timeout", "floor of the supervisor's probe timeout (0: the config default)")
+	fs.BoolVar(&f.noNudge, "no-nudge", false, "turn off the supervisor's DATA_ACK nudge (for comparison)")
 	return f
+}
+
+// tweak applies the failover flags to the generated supervisor config.
+func (f *failoverFlags) tweak(c *config.Config) {
+	holdDown(time.Duration(f.holdDown))(c)
+	if f.minTimeout > 0 {
+		c.Failover.MinTimeout = config.Duration(f.minTimeout)
+	}
+	c.Failover.NoNudge = f.noNudge
 }
 
 func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptions, error) {
@@ -422,7 +435,7 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 	}
 	o := FailoverOptions{
 		World:        wo,
-		Lifeline:     LifelineOptions{Bin: bin, Tweak: holdDown(time.Duration(f.holdDown))},
+		Lifeline:     LifelineOptions{Bin: bin, Tweak: f.tweak},
 		Scenario:     sc,
 		Size:         int64(f.size),
 		CutAt:        time.Duration(f.cutAt),

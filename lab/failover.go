@@ -104,6 +104,9 @@ type Result struct {
 	// the fault; LTECarryingBeforeFault flags more than probes, i.e. the
 	// breakdown's first_lte_byte_ms does not measure a failover.
 	LTEBytesBeforeFault    int64 `json:"lte_bytes_before_fault"`
+	// FaultCounters are the non-zero MPTcpExt counter deltas of both ends
+	// over the first 1.5 s of the fault ("conc.DuplicateData", ...).
+	FaultCounters map[string]int64 `json:"fault_counters,omitempty"`
 	LTECarryingBeforeFault bool  `json:"lte_carrying_before_fault"`
 	// Relays are the ISP links' own counters (drops, lateness: the
 	// emulator's timing error); Shaper is `tc -s qdisc` of each uplink.
@@ -381,8 +384,22 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	}
 	if o.Scenario != FaultNone && !done && !finishedEarly {
 		phase.Store("fault")
+		cBefore, _ := readNetstat(w.Conc)
+		rBefore, _ := readNetstat(w.Router)
 		if t0, err = w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod); err != nil {
 			return err
+		}
+		// The MPTCP counters of the failover alone (not the whole run):
+		// duplicates at the receiver, MP_PRIO and re-injections.
+		if err := wait(t0.Add(min(o.RestoreAfter, 1500*time.Millisecond))); err != nil {
+			return err
+		}
+		res.FaultCounters = map[string]int64{}
+		for k, v := range counterDelta(cBefore, w.Conc) {
+			res.FaultCounters["conc."+k] = v
+		}
+		for k, v := range counterDelta(rBefore, w.Router) {
+			res.FaultCounters["router."+k] = v
 		}
 		if err := wait(t0.Add(o.RestoreAfter)); err != nil {
 			return err
@@ -749,4 +766,19 @@ func holdDown(d time.Duration) func(*config.Config) {
 			c.Failover.HoldDown = config.Duration(d)
 		}
 	}
+}
+
+// counterDelta returns the non-zero MPTcpExt deltas since before.
+func counterDelta(before map[string]int64, ns string) map[string]int64 {
+	after, err := readNetstat(ns)
+	if err != nil {
+		return nil
+	}
+	out := map[string]int64{}
+	for k, v := range after {
+		if strings.HasPrefix(k, "MPTcpExt.") && v != before[k] {
+			out[strings.TrimPrefix(k, "MPTcpExt.")] = v - before[k]
+		}
+	}
+	return out
 }

@@ -58,6 +58,12 @@ func (w *World) Config() (*config.Config, error) {
 			PrivateKeyFile: cf,
 			ServiceAddress: ServiceAddress,
 		},
+		// Both ends' WireGuard run in userspace here, on two vCPUs shared
+		// with the relays, the uploader and the receiver: measured pauses
+		// of the tunnels' receive path reach ~70 ms under load. A 50 ms
+		// floor keeps that from reading as a dead path; the probes' own
+		// adaptation (recent RTTs and pauses) adds to it.
+		Failover: config.Failover{MinTimeout: config.Duration(LabMinTimeout)},
 	}
 	for _, p := range w.Paths {
 		k, f, err := key(p.WG)
@@ -81,6 +87,9 @@ func (w *World) Config() (*config.Config, error) {
 	}
 	return c, nil
 }
+
+// LabMinTimeout is the supervisor's probe-timeout floor in the lab.
+const LabMinTimeout = 50 * time.Millisecond
 
 // StartLifeline writes the config, starts the concentrator in the conc
 // namespace and the supervisor in the router namespace, and waits until

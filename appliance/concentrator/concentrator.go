@@ -156,7 +156,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	resp.OnNudge = func() error { return Nudge(pm, svc) }
+	resp.OnNudge = func(dead netip.Addr) error {
+		err := Nudge(pm, svc, dead)
+		if err != nil {
+			o.Log.Warn("nudge", "dead", dead, "err", err)
+		}
+		return err
+	}
 	o.Log.Info("lifeline: ready (concentrator)", "paths", len(paths))
 	if o.Ready != nil {
 		o.Ready()
@@ -164,11 +170,18 @@ func Run(ctx context.Context, o Options) error {
 	return resp.Serve(ctx)
 }
 
-// Nudge sets and clears the backup flag of the service address's endpoint.
-// Each change sends MP_PRIO on every subflow from that address, on an ACK
-// that also carries the connection's current DATA_ACK; clearing it at once
-// leaves every subflow's priority as it was.
-func Nudge(pm *mptcp.Client, svc netip.Addr) error {
+// Nudge answers a router that reports the path of its tunnel address dead:
+// it aborts that path's subflows here (their ACKs could not reach the
+// router anyway), then sets and clears the backup flag of the service
+// address's endpoint. Each change sends MP_PRIO, on an ACK that also
+// carries the connection's current DATA_ACK, on the first active subflow
+// from that address (the kernel sends it on one subflow only, which is why
+// the dead ones must go first); clearing the flag at once leaves every
+// subflow's priority as it was.
+func Nudge(pm *mptcp.Client, svc, dead netip.Addr) error {
+	if _, err := pm.DestroySubflows(dead); err != nil {
+		return err
+	}
 	if err := pm.SetFlags(mptcp.Endpoint{Addr: svc, Flags: mptcp.FlagBackup}); err != nil {
 		return err
 	}

@@ -300,7 +300,7 @@ func (c *Config) SetDefaults() {
 		f.MinTimeout = Duration(15 * time.Millisecond)
 	}
 	if f.HoldDown == 0 {
-		f.HoldDown = Duration(3 * time.Second)
+		f.HoldDown = Duration(500 * time.Millisecond)
 	}
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]

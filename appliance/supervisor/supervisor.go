@@ -390,7 +390,16 @@ func (s *Supervisor) reconcile() {
 		return
 	}
 	d := s.policy.Update(now, obs)
-	for _, t := range d.Transitions {
+	for i, t := range d.Transitions {
+		if t.Reason == "probe timeout" {
+			// Say what the prober saw: a false "down" is diagnosed
+			// from these numbers.
+			snap := s.probers[t.Uplink].Snapshot()
+			t.Reason = fmt.Sprintf("probe timeout (silence %v > timeout %v; srtt %v rttvar %v; sent %d answered %d)",
+				snap.Silence.Round(time.Microsecond), snap.Timeout.Round(time.Microsecond), snap.SRTT.Round(time.Microsecond),
+				snap.RTTVar.Round(time.Microsecond), snap.Sent, snap.Received)
+			d.Transitions[i] = t
+		}
 		ev := "uplink_" + string(t.To)
 		switch {
 		case t.From == t.To:
@@ -544,7 +553,7 @@ func (s *Supervisor) nudge(dead string) {
 	timeout := 2*snap.SRTT + 20*time.Millisecond
 	timeout = max(30*time.Millisecond, min(timeout, 250*time.Millisecond))
 	s.event(time.Now(), "nudge_sent", dead, "via "+viaName)
-	took, err := via.Nudge(timeout)
+	took, err := via.Nudge(s.byName[dead].tunnel.Addr(), timeout)
 	if err != nil {
 		s.event(time.Now(), "nudge_timeout", dead, err.Error())
 		return

@@ -231,6 +231,34 @@ func TestSubflows(t *testing.T) {
 		return ""
 	})
 
+	// The server aborts the subflows from the backup address (what the
+	// concentrator does to a path reported dead); the connection lives on.
+	n, err := sc.DestroySubflows(backupAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("DestroySubflows(%v) = %d, want 1", backupAddr, n)
+	}
+	waitFor(t, "the server's subflow from the backup address to go", 5*time.Second, func() string {
+		sfs, err := sc.Subflows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sfs {
+			if s.Remote.Addr() == backupAddr && s.State == StateEstablished {
+				return "server:" + fmtSubflows(sfs)
+			}
+		}
+		return ""
+	})
+	if _, err := conn.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatalf("write after SOCK_DESTROY: %v", err)
+	}
+	if n, err := sc.DestroySubflows(netip.MustParseAddr("192.0.2.99")); err != nil || n != 0 {
+		t.Fatalf("DestroySubflows(unknown peer) = %d, %v; want 0, nil", n, err)
+	}
+
 	// Deleting the endpoint closes its subflow at once; the connection
 	// lives on over the initial one.
 	if err := cc.DelEndpoint(ep.ID); err != nil {

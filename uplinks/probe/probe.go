@@ -33,18 +33,24 @@ const (
 	nudgeMagic = 0x4c4c4e47 // "LLNG": a failover nudge (see Responder.OnNudge)
 )
 
-// packet layout: magic(4) seq(8) sentUnixNano(8)
-const packetLen = 20
+// packet layout: magic(4) seq(8) sentUnixNano(8); a nudge adds the dead
+// path's IPv4 tunnel address(4).
+const (
+	packetLen = 20
+	nudgeLen  = 24
+)
 
 // Responder echoes probes; the concentrator runs one on every tunnel
 // address (it listens on the wildcard address).
 type Responder struct {
 	conn *net.UDPConn
-	// OnNudge, when set, runs before a nudge is answered. The
-	// concentrator uses it to make its MPTCP stack send a fresh DATA_ACK
-	// on every subflow (see appliance/concentrator), so the router learns
-	// what the receiver already holds through a path that still works.
-	OnNudge func() error
+	// OnNudge, when set, runs before a nudge is answered; dead is the
+	// router's tunnel address on the path it reports dead. The
+	// concentrator uses it to drop that path's subflows and make its MPTCP
+	// stack send a fresh DATA_ACK on a surviving one (see
+	// appliance/concentrator), so the router learns what the receiver
+	// already holds through a path that still works.
+	OnNudge func(dead netip.Addr) error
 }
 
 // NewResponder listens on addr (e.g. ":7").
@@ -80,16 +86,14 @@ func (r *Responder) Serve(ctx context.Context) error {
 		}
 		// Only echo our own probes, so the responder can't be used as an
 		// amplifier or a reflector for anything else.
-		if n != packetLen {
-			continue
-		}
-		switch binary.BigEndian.Uint32(buf) {
-		case magic:
-		case nudgeMagic:
+		switch {
+		case n == packetLen && binary.BigEndian.Uint32(buf) == magic:
+		case n == nudgeLen && binary.BigEndian.Uint32(buf) == nudgeMagic:
 			if r.OnNudge == nil {
 				continue
 			}
-			if err := r.OnNudge(); err != nil {
+			dead := netip.AddrFrom4([4]byte(buf[packetLen:nudgeLen]))
+			if err := r.OnNudge(dead); err != nil {
 				continue // no answer: the router falls back on its timeout
 			}
 		default:
@@ -155,7 +159,22 @@ type Prober struct {
 	histPos int
 
 	nudges map[uint64]chan struct{}
+
+	// gaps are recent pauses between two signs of life on a path that
+	// turned out alive: the jitter of the evidence itself (a scheduler
+	// stall, a burst queued ahead of the ACKs), which probe RTTs alone
+	// don't show.
+	gaps    [64]gap
+	gapNext int
 }
+
+type gap struct {
+	at time.Time
+	d  time.Duration
+}
+
+// gapWindow is how long an observed pause keeps raising the timeout.
+const gapWindow = 10 * time.Second
 
 // RTTSample is one answered probe.
 type RTTSample struct {
@@ -310,7 +329,7 @@ func (p *Prober) checkRxLocked(now time.Time) {
 		return
 	}
 	if p.rxCount != 0 && n > p.rxCount {
-		p.lastLife = now
+		p.lifeLocked(now)
 	}
 	p.rxCount = n
 }
@@ -334,20 +353,17 @@ func (p *Prober) receive(ctx context.Context) error {
 			}
 			return fmt.Errorf("probe %s read: %w", p.cfg.Interface, err)
 		}
-		if n != packetLen {
-			continue
-		}
-		if binary.BigEndian.Uint32(buf) == nudgeMagic {
+		if n == nudgeLen && binary.BigEndian.Uint32(buf) == nudgeMagic {
 			p.mu.Lock()
 			if ch, ok := p.nudges[binary.BigEndian.Uint64(buf[4:])]; ok {
 				close(ch)
 				delete(p.nudges, binary.BigEndian.Uint64(buf[4:]))
 			}
-			p.lastLife = time.Now()
+			p.lifeLocked(time.Now())
 			p.mu.Unlock()
 			continue
 		}
-		if binary.BigEndian.Uint32(buf) != magic {
+		if n != packetLen || binary.BigEndian.Uint32(buf) != magic {
 			continue
 		}
 		now := time.Now()
@@ -370,7 +386,7 @@ func (p *Prober) receive(ctx context.Context) error {
 			}
 			p.ever = true
 		}
-		p.lastLife = now
+		p.lifeLocked(now)
 		p.mu.Unlock()
 		if !wasAlive {
 			p.poke()
@@ -380,6 +396,15 @@ func (p *Prober) receive(ctx context.Context) error {
 
 func (p *Prober) timeoutLocked() time.Duration {
 	t := p.est.Timeout(p.cfg.MinTimeout)
+	// RFC 6298 smoothing forgets a spike within a few samples, but a path
+	// (or a router CPU) that stalled for 70 ms a second ago can do it
+	// again: never judge silence shorter than the worst recent round trip
+	// with a quarter on top.
+	if m := max(p.recentMaxRTTLocked(), p.recentMaxGapLocked()); m > 0 {
+		if w := m + m/4; t < w {
+			t = w
+		}
+	}
 	// Never judge on fewer than three probe intervals: one lost probe (or
 	// one reply stuck behind a burst) must not look like a dead path.
 	if f := 3*p.cfg.Interval + p.cfg.Interval/2; t < f {
@@ -388,6 +413,50 @@ func (p *Prober) timeoutLocked() time.Duration {
 	return t
 }
 
+// lifeLocked records a sign of life at now.
+func (p *Prober) lifeLocked(now time.Time) {
+	if d := now.Sub(p.lastLife); d > 2*p.cfg.Interval && !p.lastLife.IsZero() && p.ever {
+		p.gaps[p.gapNext] = gap{now, d}
+		p.gapNext = (p.gapNext + 1) % len(p.gaps)
+	}
+	p.lastLife = now
+}
+
+func (p *Prober) recentMaxGapLocked() time.Duration {
+	cut := time.Now().Add(-gapWindow)
+	var m time.Duration
+	for _, g := range p.gaps {
+		if g.at.After(cut) && g.d > m {
+			m = g.d
+		}
+	}
+	return m
+}
+
+// recentMaxRTTLocked is the largest RTT among probes sent in the last
+// recentWindow.
+func (p *Prober) recentMaxRTTLocked() time.Duration {
+	if len(p.hist) == 0 {
+		return 0
+	}
+	cut := time.Now().Add(-recentWindow)
+	var m time.Duration
+	n := len(p.hist)
+	for i := n - 1; i >= 0; i-- {
+		s := p.hist[(p.histPos+i)%n]
+		if s.SentAt.Before(cut) {
+			break
+		}
+		if s.RTT > m {
+			m = s.RTT
+		}
+	}
+	return m
+}
+
+// recentWindow is how long a slow round trip keeps raising the timeout.
+const recentWindow = 2 * time.Second
+
 func (p *Prober) aliveLocked(now time.Time) bool {
 	return now.Sub(p.lastLife) <= p.timeoutLocked()
 }
@@ -395,7 +464,10 @@ func (p *Prober) aliveLocked(now time.Time) bool {
 // Nudge asks the far end, through this tunnel, to run its OnNudge action
 // and waits for the answer until timeout. It is sent twice, a millisecond
 // apart, because a lost nudge would cost the whole timeout.
-func (p *Prober) Nudge(timeout time.Duration) (time.Duration, error) {
+func (p *Prober) Nudge(dead netip.Addr, timeout time.Duration) (time.Duration, error) {
+	if !dead.Is4() {
+		return 0, fmt.Errorf("nudge: dead path address %v is not IPv4", dead)
+	}
 	start := time.Now()
 	p.mu.Lock()
 	p.seq++
@@ -411,10 +483,12 @@ func (p *Prober) Nudge(timeout time.Duration) (time.Duration, error) {
 		delete(p.nudges, seq)
 		p.mu.Unlock()
 	}()
-	buf := make([]byte, packetLen)
+	buf := make([]byte, nudgeLen)
 	binary.BigEndian.PutUint32(buf[0:], nudgeMagic)
 	binary.BigEndian.PutUint64(buf[4:], seq)
 	binary.BigEndian.PutUint64(buf[12:], uint64(start.UnixNano()))
+	a := dead.As4()
+	copy(buf[packetLen:], a[:])
 	if _, err := p.conn.WriteToUDPAddrPort(buf, p.cfg.Target); err != nil {
 		return 0, fmt.Errorf("nudge via %s: %w", p.cfg.Interface, err)
 	}

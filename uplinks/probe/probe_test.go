@@ -118,10 +118,12 @@ func TestNudge(t *testing.T) {
 	}
 	var nudged atomic.Int32
 	var failing atomic.Bool
-	r.OnNudge = func() error {
+	var got atomic.Value
+	r.OnNudge = func(dead netip.Addr) error {
 		if failing.Load() {
 			return errors.New("no endpoint")
 		}
+		got.Store(dead)
 		nudged.Add(1)
 		return nil
 	}
@@ -131,15 +133,19 @@ func TestNudge(t *testing.T) {
 		t.Fatal(err)
 	}
 	go p.Run(ctx)
-	if _, err := p.Nudge(time.Second); err != nil {
+	dead := netip.MustParseAddr("10.55.1.2")
+	if _, err := p.Nudge(dead, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if n := nudged.Load(); n < 1 {
 		t.Fatalf("OnNudge ran %d times", n)
 	}
+	if g := got.Load(); g != dead {
+		t.Fatalf("OnNudge got dead path %v, want %v", g, dead)
+	}
 	// A responder whose action fails stays silent; the caller times out.
 	failing.Store(true)
-	if _, err := p.Nudge(50 * time.Millisecond); err == nil {
+	if _, err := p.Nudge(dead, 50*time.Millisecond); err == nil {
 		t.Fatal("nudge answered although the action failed")
 	}
 }
@@ -165,5 +171,25 @@ func TestSpeedUpKeepsAlive(t *testing.T) {
 	p.SetInterval(2 * time.Millisecond)
 	if !p.Snapshot().Alive {
 		t.Fatal("prober dead right after its interval was shortened")
+	}
+}
+
+// A pause in the evidence that ended with the path alive raises the
+// silence timeout for a while, so the same stall does not cause a false
+// "down" next time.
+func TestObservedGapRaisesTimeout(t *testing.T) {
+	p := &Prober{cfg: Config{Interval: 5 * time.Millisecond, MinTimeout: 15 * time.Millisecond}, answered: make([]bool, 10), sentAt: make([]time.Time, 10)}
+	now := time.Now()
+	p.ever = true
+	p.est.Sample(5 * time.Millisecond)
+	p.lastLife = now.Add(-100 * time.Millisecond)
+	before := p.timeoutLocked()
+	p.lifeLocked(now.Add(-20 * time.Millisecond)) // an 80 ms pause, then life
+	after := p.timeoutLocked()
+	if before != 17500*time.Microsecond {
+		t.Fatalf("timeout before the pause = %v, want 17.5ms (3.5 intervals)", before)
+	}
+	if after != 100*time.Millisecond {
+		t.Fatalf("timeout after an 80ms pause = %v, want 100ms (1.25 x the pause)", after)
 	}
 }
