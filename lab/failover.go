@@ -103,11 +103,11 @@ type Result struct {
 	// LTEBytesBeforeFault is what the LTE tunnel sent in the 200 ms before
 	// the fault; LTECarryingBeforeFault flags more than probes, i.e. the
 	// breakdown's first_lte_byte_ms does not measure a failover.
-	LTEBytesBeforeFault    int64 `json:"lte_bytes_before_fault"`
+	LTEBytesBeforeFault int64 `json:"lte_bytes_before_fault"`
 	// FaultCounters are the non-zero MPTcpExt counter deltas of both ends
 	// over the first 1.5 s of the fault ("conc.DuplicateData", ...).
-	FaultCounters map[string]int64 `json:"fault_counters,omitempty"`
-	LTECarryingBeforeFault bool  `json:"lte_carrying_before_fault"`
+	FaultCounters          map[string]int64 `json:"fault_counters,omitempty"`
+	LTECarryingBeforeFault bool             `json:"lte_carrying_before_fault"`
 	// Relays are the ISP links' own counters (drops, lateness: the
 	// emulator's timing error); Shaper is `tc -s qdisc` of each uplink.
 	Relays   map[string]linkem.Stats `json:"relays,omitempty"`
