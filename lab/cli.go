@@ -391,6 +391,7 @@ type failoverFlags struct {
 	cutAt, restoreAfter, flap, stall durFlag
 	holdDown, minTimeout             durFlag
 	noNudge, noReactor               bool
+	modemSim                         string
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
@@ -405,6 +406,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.holdDown, "hold-down", "supervisor's fail-back hold-down (0: the config default)")
 	fs.Var(&f.minTimeout, "min-timeout", "floor of the supervisor's probe timeout (0: the config default)")
 	fs.BoolVar(&f.noNudge, "no-nudge", false, "turn off the supervisor's DATA_ACK nudge (for comparison)")
+	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
 	return f
 }
 
@@ -435,7 +437,7 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 	}
 	o := FailoverOptions{
 		World:        wo,
-		Lifeline:     LifelineOptions{Bin: bin, Tweak: f.tweak},
+		Lifeline:     LifelineOptions{Bin: bin, Tweak: f.tweak, ModemSim: f.modemSim},
 		Scenario:     sc,
 		Size:         int64(f.size),
 		CutAt:        time.Duration(f.cutAt),

@@ -177,6 +177,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fo.size = sizeFlag(demoSize)
 	fo.cutAt = durFlag(demoCutAt)
 	fo.restoreAfter = durFlag(demoRestoreAfter)
+	// The demo's LTE uplink comes up through the simulated modem, as on
+	// the appliance.
+	if _, err := os.Stat("bin/lifeline-modemsim"); err == nil {
+		fo.modemSim = "bin/lifeline-modemsim"
+	}
 	out := fs.String("out", "build/demo", "directory for result.json and throughput.svg")
 	if err := parse(fs, args); err != nil {
 		return err

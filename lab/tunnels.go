@@ -28,6 +28,10 @@ type LifelineOptions struct {
 	// RTOMin is put on the concentrator's tunnel routes when the
 	// concentrator has not set one (0: leave them).
 	RTOMin time.Duration
+	// ModemSim, when set, is bin/lifeline-modemsim: the LTE uplink then
+	// comes up only once the supervisor has brought up the simulated
+	// modem's data call (ModemProfile, default lab/testdata/modem-lab.json).
+	ModemSim, ModemProfile string
 }
 
 // Config builds the lab's lifeline config: one uplink per path whose
@@ -88,6 +92,9 @@ func (w *World) Config() (*config.Config, error) {
 	return c, nil
 }
 
+// DefaultModemProfile is the simulated modem the lab uses.
+const DefaultModemProfile = "lab/testdata/modem-lab.json"
+
 // LabMinTimeout is the supervisor's probe-timeout floor in the lab.
 const LabMinTimeout = 50 * time.Millisecond
 
@@ -101,6 +108,15 @@ func (w *World) StartLifeline(ctx context.Context, o LifelineOptions) error {
 	}
 	if o.Tweak != nil {
 		o.Tweak(c)
+	}
+	if o.ModemSim != "" {
+		prof := o.ModemProfile
+		if prof == "" {
+			prof = DefaultModemProfile
+		}
+		if c.Modem, err = w.startModem(ctx, o.ModemSim, prof); err != nil {
+			return err
+		}
 	}
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
