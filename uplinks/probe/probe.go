@@ -173,6 +173,9 @@ type gap struct {
 	d  time.Duration
 }
 
+// maxJitterGap is the longest pause still taken for jitter.
+const maxJitterGap = 250 * time.Millisecond
+
 // gapWindow is how long an observed pause keeps raising the timeout.
 const gapWindow = 10 * time.Second
 
@@ -375,16 +378,21 @@ func (p *Prober) receive(ctx context.Context) error {
 		if seq <= p.seq && p.seq-seq < uint64(len(p.answered)) && !p.answered[i] && p.sentAt[i].Equal(sent) {
 			p.answered[i] = true
 			p.recv++
+			p.ever = true
 			rtt := now.Sub(sent)
 			p.lastRTT = rtt
-			p.est.Sample(rtt)
-			if len(p.hist) < histLen {
-				p.hist = append(p.hist, RTTSample{sent, now, rtt})
-			} else {
-				p.hist[p.histPos] = RTTSample{sent, now, rtt}
-				p.histPos = (p.histPos + 1) % histLen
+			// A probe that waited out an outage in a queue (wireguard-go
+			// holds packets while it has no session) measures the
+			// outage, not the path: it proves life but is no RTT sample.
+			if rtt <= max(maxJitterGap, 4*p.est.SRTT) {
+				p.est.Sample(rtt)
+				if len(p.hist) < histLen {
+					p.hist = append(p.hist, RTTSample{sent, now, rtt})
+				} else {
+					p.hist[p.histPos] = RTTSample{sent, now, rtt}
+					p.histPos = (p.histPos + 1) % histLen
+				}
 			}
-			p.ever = true
 		}
 		p.lifeLocked(now)
 		p.mu.Unlock()
@@ -415,7 +423,10 @@ func (p *Prober) timeoutLocked() time.Duration {
 
 // lifeLocked records a sign of life at now.
 func (p *Prober) lifeLocked(now time.Time) {
-	if d := now.Sub(p.lastLife); d > 2*p.cfg.Interval && !p.lastLife.IsZero() && p.ever {
+	// A pause longer than maxJitterGap was an outage (a cut, a
+	// blackhole), not jitter of a live path: it must not stretch the
+	// timeout for the next one.
+	if d := now.Sub(p.lastLife); d > 2*p.cfg.Interval && d <= maxJitterGap && !p.lastLife.IsZero() && p.ever {
 		p.gaps[p.gapNext] = gap{now, d}
 		p.gapNext = (p.gapNext + 1) % len(p.gaps)
 	}

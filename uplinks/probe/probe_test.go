@@ -193,3 +193,16 @@ func TestObservedGapRaisesTimeout(t *testing.T) {
 		t.Fatalf("timeout after an 80ms pause = %v, want 100ms (1.25 x the pause)", after)
 	}
 }
+
+// An outage (a pause far beyond jitter) must not raise the timeout.
+func TestOutageDoesNotRaiseTimeout(t *testing.T) {
+	p := &Prober{cfg: Config{Interval: 5 * time.Millisecond, MinTimeout: 15 * time.Millisecond}, answered: make([]bool, 10), sentAt: make([]time.Time, 10)}
+	now := time.Now()
+	p.ever = true
+	p.est.Sample(5 * time.Millisecond)
+	p.lastLife = now.Add(-1200 * time.Millisecond)
+	p.lifeLocked(now.Add(-10 * time.Millisecond)) // back after a 1.19 s cut
+	if got := p.timeoutLocked(); got != 17500*time.Microsecond {
+		t.Fatalf("timeout after a 1.19s outage = %v, want 17.5ms", got)
+	}
+}
