@@ -151,6 +151,9 @@ type hostapd struct {
 // startAP runs hostapd on iface in ns, trying the bands in order.
 func startAP(t *testing.T, ns, iface, dir, ssid, password string) *hostapd {
 	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	bin, err := exec.LookPath("hostapd")
 	if err != nil {
 		if bin, err = exec.LookPath("/usr/sbin/hostapd"); err != nil {
