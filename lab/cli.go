@@ -392,12 +392,13 @@ type failoverFlags struct {
 	holdDown, minTimeout             durFlag
 	noNudge, noReactor               bool
 	modemSim                         string
+	loss                             float64
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	f := &failoverFlags{size: 200e6, cutAt: durFlag(3 * time.Second), restoreAfter: durFlag(5 * time.Second),
 		flap: durFlag(200 * time.Millisecond), stall: durFlag(10 * time.Second)}
-	fs.StringVar(&f.scenario, "scenario", "cut", "fault: cut, blackhole or flap")
+	fs.StringVar(&f.scenario, "scenario", "cut", "fault: cut, blackhole, flap, loss or none")
 	fs.Var(&f.size, "size", "upload size (200MB, 1.5GB, ...)")
 	fs.Var(&f.cutAt, "cut-at", "when the fault starts after the upload started")
 	fs.Var(&f.restoreAfter, "restore-after", "how long the fault lasts")
@@ -406,6 +407,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.holdDown, "hold-down", "supervisor's fail-back hold-down (0: the config default)")
 	fs.Var(&f.minTimeout, "min-timeout", "floor of the supervisor's probe timeout (0: the config default)")
 	fs.BoolVar(&f.noNudge, "no-nudge", false, "turn off the supervisor's DATA_ACK nudge (for comparison)")
+	fs.Var(percentFlag{&f.loss}, "loss", "random loss for --scenario loss, both directions (e.g. 5%)")
 	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
 	return f
 }
@@ -438,6 +440,7 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 	o := FailoverOptions{
 		World:        wo,
 		Lifeline:     LifelineOptions{Bin: bin, Tweak: f.tweak, ModemSim: f.modemSim},
+		Loss:         f.loss,
 		Scenario:     sc,
 		Size:         int64(f.size),
 		CutAt:        time.Duration(f.cutAt),
@@ -468,4 +471,30 @@ func printResult(w io.Writer, r *Result) {
 	if r.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", r.Error)
 	}
+}
+
+// percentFlag reads "5%" or "0.05".
+type percentFlag struct{ v *float64 }
+
+func (p percentFlag) String() string {
+	if p.v == nil {
+		return "0%"
+	}
+	return strconv.FormatFloat(*p.v*100, 'g', -1, 64) + "%"
+}
+
+func (p percentFlag) Set(s string) error {
+	pct := strings.HasSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a loss rate like 5%%", s)
+	}
+	if pct {
+		v /= 100
+	}
+	if v < 0 || v >= 1 {
+		return fmt.Errorf("%q: loss must be in [0%%, 100%%)", s)
+	}
+	*p.v = v
+	return nil
 }

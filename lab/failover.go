@@ -37,6 +37,8 @@ type FailoverOptions struct {
 	// byte count and the phase ("fiber", "fault", "restored").
 	Progress func(bytes int64, phase string)
 	Seed     uint64
+	// Loss is the loss fault's random loss rate (default 5 %).
+	Loss float64
 }
 
 // Breakdown accounts for the fault's stall, each in ms after the fault.
@@ -67,24 +69,31 @@ type Evidence struct {
 
 // Result is one failover run, as `lifeline-lab failover --json` prints it.
 type Result struct {
-	Scenario           string   `json:"scenario"`
-	Size               int64    `json:"size"`
-	BytesSent          int64    `json:"bytes_sent"`
-	BytesReceived      int64    `json:"bytes_received"`
-	LostBytes          int64    `json:"lost_bytes"`
-	UndeliveredBytes   int64    `json:"undelivered_bytes"`
-	SHA256Match        bool     `json:"sha256_match"`
-	SHA256             string   `json:"sha256"`
-	ConnectionSurvived bool     `json:"connection_survived"`
-	MPTCP              bool     `json:"mptcp"`
-	MaxStallMs         float64  `json:"max_stall_ms"`
-	FaultStallMs       float64  `json:"fault_stall_ms"`
-	RestoreStallMs     float64  `json:"restore_stall_ms"`
-	FiberMbps          float64  `json:"fiber_mbps"`
-	LTEMbps            float64  `json:"lte_mbps"`
-	RestoreMbps        float64  `json:"restore_mbps"`
-	FailbackMs         *float64 `json:"failback_ms"`
-	AvgMbps            float64  `json:"avg_mbps"`
+	Scenario           string  `json:"scenario"`
+	Size               int64   `json:"size"`
+	BytesSent          int64   `json:"bytes_sent"`
+	BytesReceived      int64   `json:"bytes_received"`
+	LostBytes          int64   `json:"lost_bytes"`
+	UndeliveredBytes   int64   `json:"undelivered_bytes"`
+	SHA256Match        bool    `json:"sha256_match"`
+	SHA256             string  `json:"sha256"`
+	ConnectionSurvived bool    `json:"connection_survived"`
+	MPTCP              bool    `json:"mptcp"`
+	MaxStallMs         float64 `json:"max_stall_ms"`
+	FaultStallMs       float64 `json:"fault_stall_ms"`
+	RestoreStallMs     float64 `json:"restore_stall_ms"`
+	FiberMbps          float64 `json:"fiber_mbps"`
+	LTEMbps            float64 `json:"lte_mbps"`
+	// For the loss scenario: how often the policy moved the fiber in or
+	// out of use during the loss (goal: at most one switch each way) and
+	// the goodput kept during it relative to before.
+	PathSwitches  int      `json:"path_switches"`
+	FaultMbps     float64  `json:"fault_mbps"`
+	KeptGoodput   float64  `json:"kept_goodput_ratio"`
+	MovedToBackup bool     `json:"moved_to_backup"`
+	RestoreMbps   float64  `json:"restore_mbps"`
+	FailbackMs    *float64 `json:"failback_ms"`
+	AvgMbps       float64  `json:"avg_mbps"`
 	// Ceiling is the payload ceiling of each path in Mbit/s: shaper rate ×
 	// PayloadShare.
 	FiberCeilingMbps float64   `json:"fiber_ceiling_mbps"`
@@ -386,6 +395,10 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		phase.Store("fault")
 		cBefore, _ := readNetstat(w.Conc)
 		rBefore, _ := readNetstat(w.Router)
+		w.LossRate = o.Loss
+		if w.LossRate == 0 {
+			w.LossRate = 0.05
+		}
 		if t0, err = w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod); err != nil {
 			return err
 		}
@@ -670,6 +683,19 @@ func analyze(res *Result, rs *RecvSummary, ss *SendSummary, evs []Event, t0, t1 
 	for _, g := range rs.Gaps {
 		if g.EndNS > T1 {
 			res.RestoreStallMs = math.Max(res.RestoreStallMs, g.Ms())
+		}
+	}
+	res.FaultMbps = rate(T0+int64(500*time.Millisecond), T1)
+	if res.FiberMbps > 0 {
+		res.KeptGoodput = res.FaultMbps / res.FiberMbps
+	}
+	for _, e := range evs {
+		if e.Uplink == "fiber" && e.Time.UnixNano() >= T0 && e.Time.UnixNano() <= T1 &&
+			(e.Event == "uplink_down" || e.Event == "uplink_up") {
+			res.PathSwitches++
+			if e.Event == "uplink_down" {
+				res.MovedToBackup = true
+			}
 		}
 	}
 	for _, e := range evs {

@@ -154,15 +154,19 @@ const (
 	FaultFlap      Fault = "flap"
 	// FaultNone uploads without a fault: what the world sustains.
 	FaultNone Fault = "none"
+	// FaultLoss puts random loss (World.LossRate, both directions) on
+	// the path for the fault's stretch: the seed's exercise 3 (netem
+	// loss 5 % on the primary); the policy must not flap.
+	FaultLoss Fault = "loss"
 )
 
 // ParseFault accepts cut, blackhole and flap.
 func ParseFault(s string) (Fault, error) {
 	switch f := Fault(s); f {
-	case FaultCut, FaultBlackhole, FaultFlap, FaultNone:
+	case FaultCut, FaultBlackhole, FaultFlap, FaultNone, FaultLoss:
 		return f, nil
 	}
-	return "", fmt.Errorf("scenario %q: want cut, blackhole, flap or none", s)
+	return "", fmt.Errorf("scenario %q: want cut, blackhole, flap, loss or none", s)
 }
 
 // SetCarrier sets the ISP side of p's veth up or down; the router's end
@@ -213,6 +217,8 @@ func (w *World) Inject(ctx context.Context, f Fault, p *Path, period time.Durati
 		return w.SetCarrier(p, false)
 	case FaultBlackhole:
 		return w.SetBlackhole(p, true)
+	case FaultLoss:
+		return w.SetLoss(ctx, p, w.LossRate)
 	case FaultFlap:
 		origin, err := w.SetCarrier(p, false)
 		if err != nil {
@@ -237,8 +243,23 @@ func (w *World) Inject(ctx context.Context, f Fault, p *Path, period time.Durati
 
 // Restore undoes fault f on p and returns the instant of the restore.
 func (w *World) Restore(f Fault, p *Path) (time.Time, error) {
-	if f == FaultBlackhole {
+	switch f {
+	case FaultBlackhole:
 		return w.SetBlackhole(p, false)
+	case FaultLoss:
+		return w.SetLoss(context.Background(), p, 0)
 	}
 	return w.SetCarrier(p, true)
+}
+
+// SetLoss sets random loss on both directions of p's ISP link.
+func (w *World) SetLoss(ctx context.Context, p *Path, loss float64) (time.Time, error) {
+	t := time.Now()
+	c := w.Relay(p)
+	for _, d := range []linkem.Direction{linkem.Up, linkem.Down} {
+		if err := c.SetLoss(ctx, d, loss); err != nil {
+			return t, fmt.Errorf("relay %s: loss %v: %w", p.Name, loss, err)
+		}
+	}
+	return t, nil
 }

@@ -313,7 +313,7 @@ func TestFailover(t *testing.T) {
 		}
 		t.Fatal(bins.lifelineErr)
 	}
-	for _, sc := range []Fault{FaultCut, FaultBlackhole, FaultFlap} {
+	for _, sc := range []Fault{FaultCut, FaultBlackhole, FaultFlap, FaultLoss} {
 		t.Run(string(sc), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -351,6 +351,11 @@ func TestFailover(t *testing.T) {
 			}
 			if res.FaultAtMs <= 0 {
 				t.Error("the fault was never injected")
+			}
+			// 5 % random loss on the fiber: the policy must not flap
+			// (at most one switch each way).
+			if sc == FaultLoss && res.PathSwitches > 2 {
+				t.Errorf("%d path switches under 5%% loss, want at most one each way", res.PathSwitches)
 			}
 		})
 	}

@@ -158,8 +158,10 @@ type World struct {
 	mu                 sync.Mutex
 	procs              []*proc
 	ConfigFile, Events string
-	closeOnce          sync.Once
-	closeErr           error
+	// LossRate is what the loss fault puts on a path (0.05 = 5 %).
+	LossRate  float64
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Path returns the named path (fiber, wifi, lte) or nil.
