@@ -25,7 +25,7 @@ fmt-check:
 
 # Unit tests and the network-namespace integration tests (root), with -race.
 test-unit: deps build
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -timeout 20m -skip 'VM' ./...
 
 include $(wildcard mk/*.mk)
 

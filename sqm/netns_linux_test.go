@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lifeline-router/lifeline/vmtest"
 	"net"
 	"os"
 	"os/exec"
@@ -249,6 +250,9 @@ func ensureOrSkip(t *testing.T, s *Shaper, sh Shape) {
 	err := s.Ensure(sh)
 	var mm *MissingModuleError
 	if errors.As(err, &mm) && mm.Module == "sch_cake" {
+		if vmtest.InVM() {
+			t.Fatalf("our board kernel must have sch_cake: %v", err)
+		}
 		t.Skip(skipNoCake)
 	}
 	if err != nil {
@@ -341,4 +345,23 @@ func TestCakeEnsureReadBackChangeRemove(t *testing.T) {
 	if q := l.rootQdisc(t, "up0"); q.Kind == "cake" {
 		t.Fatalf("cake left on up0 after Remove: %+v", q)
 	}
+}
+
+// TestVMCake runs the CAKE tests in the VM stage, on our board kernel (the
+// host kernel has no sch_cake): qdisc and IFB set-up read back with tc, an
+// in-place rate change that keeps the qdisc, and clean-up.
+func TestVMCake(t *testing.T) {
+	if vmtest.InVM() {
+		t.Skip("the guest runs the CAKE tests themselves")
+	}
+	if testing.Short() {
+		t.Skip("-short: VM stage")
+	}
+	if _, err := vmtest.DefaultKernel(); err != nil {
+		t.Skipf("needs the board kernel (VM stage): %v", err)
+	}
+	vmtest.GoTest(t, vmtest.GoTestOptions{
+		Run:   "^(TestCakeEnsureReadBackChangeRemove|TestRedirectToIFB)$",
+		Tools: []string{"/usr/sbin/tc", "/bin/ip"},
+	})
 }

@@ -16,17 +16,19 @@ const (
 	tcaStatsPkt64 = 8
 )
 
-// TCA_CAKE_STATS_* inside TCA_STATS_APP of a cake qdisc.
+// TCA_CAKE_STATS_* inside TCA_STATS_APP of a cake qdisc. The enum starts
+// with __TCA_CAKE_STATS_INVALID and TCA_CAKE_STATS_PAD (as the tin enum
+// does): the first real attribute is 2.
 const (
-	tcaCakeStatsCapacityEstimate64 = 1
-	tcaCakeStatsMemoryLimit        = 2
-	tcaCakeStatsMemoryUsed         = 3
-	tcaCakeStatsAvgNetoff          = 4
-	tcaCakeStatsMinNetlen          = 5
-	tcaCakeStatsMaxNetlen          = 6
-	tcaCakeStatsMinAdjlen          = 7
-	tcaCakeStatsMaxAdjlen          = 8
-	tcaCakeStatsTinStats           = 9
+	tcaCakeStatsCapacityEstimate64 = 2
+	tcaCakeStatsMemoryLimit        = 3
+	tcaCakeStatsMemoryUsed         = 4
+	tcaCakeStatsAvgNetoff          = 5
+	tcaCakeStatsMinNetlen          = 6
+	tcaCakeStatsMaxNetlen          = 7
+	tcaCakeStatsMinAdjlen          = 8
+	tcaCakeStatsMaxAdjlen          = 9
+	tcaCakeStatsTinStats           = 10
 )
 
 // TCA_CAKE_TIN_STATS_* inside each tin's nest (nest type = tin index + 1).
