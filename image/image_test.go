@@ -13,7 +13,7 @@ import (
 
 // TestVMConfigValid keeps the config the test image boots with valid for the
 // supervisor's loader, so the boot test fails on the image, not on a typo.
-func TestVMConfigValid(t *testing.T) {
+func TestTestImageConfigValid(t *testing.T) {
 	if _, err := config.Load("testdata/vm-config.json"); err != nil {
 		t.Fatalf("testdata/vm-config.json: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -121,6 +122,7 @@ type ModemSim struct {
 func StartModemSim(ctx context.Context, bin, profile string, stderr io.Writer) (*ModemSim, error) {
 	cmd := exec.CommandContext(ctx, bin, "--profile", profile)
 	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("modemsim StdoutPipe: %w", err)

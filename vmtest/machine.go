@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -41,6 +42,8 @@ func StartMachine(ctx context.Context, args []string, echo io.Writer) (*Machine,
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, qemuBinary(), full...)
 	cmd.WaitDelay = 2 * time.Second
+	// A test binary killed by -timeout must not leave a VM running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("qemu StdoutPipe: %w", err)

@@ -122,13 +122,18 @@ func gokUpdate(ctx context.Context, t *testing.T, root, gok, addr, name string, 
 
 type device struct{ addr, password string }
 
+// deviceClient does not keep connections: the device reboots between
+// requests, and a POST on a kept-alive connection to the previous boot
+// (still open on QEMU's host side) fails with EOF instead of reconnecting.
+var deviceClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 func (d device) buildTimestamp(ctx context.Context) (string, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(rctx, "GET", "http://"+d.addr+"/", nil)
 	req.Header.Set("Accept", "application/json")
 	req.SetBasicAuth("gokrazy", d.password)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := deviceClient.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -163,7 +168,7 @@ func (d device) post(ctx context.Context, path string) error {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(rctx, "POST", "http://"+d.addr+path, nil)
 	req.SetBasicAuth("gokrazy", d.password)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := deviceClient.Do(req)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
 package amd64
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lifeline-router/lifeline/board/kconfig"
@@ -14,24 +16,42 @@ import (
 // load (it must fit below 15 MB of extended memory) with headroom.
 const maxVmlinuzBytes = 14 << 20
 
+var embedded struct {
+	once sync.Once
+	opts map[string]string
+	err  error
+	size int
+}
+
+// readEmbedded extracts the committed kernel's config once per test binary
+// (gunzipping the payload is slow under -race).
 func readEmbedded(t *testing.T) map[string]string {
 	t.Helper()
-	img, err := os.ReadFile("vmlinuz")
-	if err != nil {
-		t.Fatalf("committed kernel: %v (run make kernel)", err)
+	embedded.once.Do(func() {
+		img, err := os.ReadFile("vmlinuz")
+		if err != nil {
+			embedded.err = fmt.Errorf("committed kernel: %w (run make kernel)", err)
+			return
+		}
+		embedded.size = len(img)
+		cfg, err := kconfig.FromBzImage(img)
+		if err != nil {
+			embedded.err = fmt.Errorf("vmlinuz: %w", err)
+			return
+		}
+		embedded.opts, embedded.err = kconfig.Parse(cfg)
+	})
+	if embedded.err != nil {
+		t.Fatal(embedded.err)
 	}
-	if len(img) > maxVmlinuzBytes {
-		t.Errorf("vmlinuz is %d bytes, want at most %d", len(img), maxVmlinuzBytes)
+	return embedded.opts
+}
+
+func TestVmlinuzSize(t *testing.T) {
+	readEmbedded(t)
+	if embedded.size > maxVmlinuzBytes {
+		t.Errorf("vmlinuz is %d bytes, want at most %d", embedded.size, maxVmlinuzBytes)
 	}
-	cfg, err := kconfig.FromBzImage(img)
-	if err != nil {
-		t.Fatalf("vmlinuz: %v", err)
-	}
-	opts, err := kconfig.Parse(cfg)
-	if err != nil {
-		t.Fatalf("embedded config: %v", err)
-	}
-	return opts
 }
 
 // TestEmbeddedConfigHasFragment checks every option config.fragment requires

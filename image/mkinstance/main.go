@@ -112,12 +112,15 @@ func logic() error {
 	}
 	update["HTTPPassword"] = pw
 	if *device != "" {
-		host, port, err := net.SplitHostPort(*device)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(*device); err != nil {
 			return fmt.Errorf("-update %q: want host:port: %w", *device, err)
 		}
-		update["Hostname"] = host
-		update["HTTPPort"] = port
+		// gok bakes Update.HTTPPort into the image (the device would then
+		// listen there); with the default port it dials Update.Hostname
+		// as given, so host:port reaches a forwarded port without
+		// changing the port the device serves on.
+		update["Hostname"] = *device
+		delete(update, "HTTPPort")
 	}
 	cfg["Update"] = update
 
