@@ -107,8 +107,18 @@ func run(args []string, stderr io.Writer) error {
 	events := fs.String("events", "", "append state changes as JSON lines to this file")
 	mode := fs.String("wireguard", "auto", "auto, kernel or userspace")
 	debug := fs.Bool("debug", false, "debug logging")
+	console := fs.String("console-device", "/dev/console", "with --console: where the log is copied")
+	toConsole := fs.Bool("console", false, "also write the log to the serial console (gokrazy keeps a service's output off ttyS0)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *toConsole {
+		f, err := os.OpenFile(*console, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return fmt.Errorf("--console: %w", err)
+		}
+		defer f.Close()
+		stderr = io.MultiWriter(stderr, f)
 	}
 	m, err := wgMode(*mode)
 	if err != nil {
