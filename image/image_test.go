@@ -6,6 +6,8 @@ package image
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/lifeline-router/lifeline/appliance/config"
@@ -27,8 +29,11 @@ func TestInstanceConfig(t *testing.T) {
 		Packages      []string
 		SerialConsole string
 		KernelPackage string
-		PackageConfig map[string]struct{ CommandLineFlags []string }
-		Update        *struct{ HTTPPassword string }
+		PackageConfig map[string]struct {
+			CommandLineFlags []string
+			ExtraFilePaths   map[string]string
+		}
+		Update *struct{ HTTPPassword string }
 	}
 	b, err := os.ReadFile("config.json")
 	if err != nil {
@@ -63,7 +68,30 @@ func TestInstanceConfig(t *testing.T) {
 		t.Errorf("the modem simulator belongs in config.test.json only")
 	}
 	flags := cfg.PackageConfig["github.com/lifeline-router/lifeline/cmd/lifeline"].CommandLineFlags
-	if len(flags) < 3 || flags[0] != "run" || flags[1] != "--config" || flags[2] != "/perm/lifeline/config.json" {
-		t.Errorf("supervisor flags = %q, want run --config /perm/lifeline/config.json", flags)
+	flagVal := func(name string) string {
+		for i := 0; i+1 < len(flags); i++ {
+			if flags[i] == name {
+				return flags[i+1]
+			}
+		}
+		return ""
+	}
+	if len(flags) == 0 || flags[0] != "run" || flagVal("--config") != "/perm/lifeline/config.json" {
+		t.Errorf("supervisor flags = %q, want run ... --config /perm/lifeline/config.json", flags)
+	}
+	if !slices.Contains(flags, "--console") {
+		t.Errorf("supervisor flags = %q lack --console (state changes on the serial console)", flags)
+	}
+	// First boot: the config shipped in the image is provisioned to /perm.
+	from := flagVal("--provision-from")
+	if from == "" {
+		t.Fatalf("supervisor flags = %q lack --provision-from", flags)
+	}
+	src := cfg.PackageConfig["github.com/lifeline-router/lifeline/cmd/lifeline"].ExtraFilePaths[from]
+	if src == "" {
+		t.Fatalf("no ExtraFilePaths entry puts %s into the image", from)
+	}
+	if _, err := config.Load(filepath.Join("..", src)); err != nil {
+		t.Errorf("the image's default config %s: %v", src, err)
 	}
 }

@@ -109,6 +109,7 @@ func run(args []string, stderr io.Writer) error {
 	debug := fs.Bool("debug", false, "debug logging")
 	console := fs.String("console-device", "/dev/console", "with --console: where the log is copied")
 	toConsole := fs.Bool("console", false, "also write the log to the serial console (gokrazy keeps a service's output off ttyS0)")
+	provisionFrom := fs.String("provision-from", "", "first boot: copy this config to --config when it is missing, and generate missing WireGuard keys")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -124,11 +125,14 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log := logger(stderr, *debug)
+	if err := provision(*cfgPath, *provisionFrom, log); err != nil {
+		return err
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
-	log := logger(stderr, *debug)
 	s, err := supervisor.New(supervisor.Options{Config: cfg, Log: log, EventsFile: *events, WGMode: m})
 	if err != nil {
 		return err
