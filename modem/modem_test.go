@@ -113,8 +113,14 @@ func TestFamilyTranscripts(t *testing.T) {
 			if !tc.dhcp && prefix != netip.MustParsePrefix(tc.ip+"/32") {
 				t.Fatalf("prefix %v, want %s/32", prefix, tc.ip)
 			}
-			if !contains(s.Events(), tc.dataCmd) || !contains(s.Events(), "data_up") {
-				t.Fatalf("sim events %q lack %q/data_up", s.Events(), tc.dataCmd)
+			// The simulator records data_up after it has written the
+			// reply, so the driver can see OK first: wait for it.
+			deadline := time.Now().Add(2 * time.Second)
+			for !contains(s.Events(), tc.dataCmd) || !contains(s.Events(), "data_up") {
+				if time.Now().After(deadline) {
+					t.Fatalf("sim events %q lack %q/data_up", s.Events(), tc.dataCmd)
+				}
+				time.Sleep(time.Millisecond)
 			}
 			ds, err := c.DataState(ctx, 1)
 			if err != nil || !ds.Connected || ds.IPv4.String() != tc.ip {
