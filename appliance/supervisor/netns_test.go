@@ -10,11 +10,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -290,6 +292,20 @@ func TestApplyAndAdopt(t *testing.T) {
 	if lim := w.ip(w.r, "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 4") {
 		t.Errorf("limits = %q", lim)
 	}
+	// Nothing may open a TCP connection to the router through an uplink
+	// (gokrazy's update API listens on every private address).
+	fw := sh(t, "ip", "netns", "exec", w.r, "nft", "list", "table", "inet", "lifeline_router")
+	for _, dev := range []string{"fiber0", "wwan0"} {
+		if !regexp.MustCompile(`iifname "` + dev + `" tcp flags syn / syn,ack counter packets \d+ bytes \d+ drop`).MatchString(fw) {
+			t.Errorf("firewall lacks the SYN drop on %s:\n%s", dev, fw)
+		}
+	}
+	// Nothing listens on :80 here, so the attempt fails either way: what
+	// counts is that the drop rule, not a RST, ended it.
+	dialFrom(w.c, "100.64.1.2:80")
+	if fw := sh(t, "ip", "netns", "exec", w.r, "nft", "list", "table", "inet", "lifeline_router"); !regexp.MustCompile(`iifname "fiber0" .* counter packets [1-9]`).MatchString(fw) {
+		t.Errorf("the fiber SYN drop counted nothing after a connection attempt:\n%s", fw)
+	}
 	before := w.state()
 	// A restarted supervisor adopts instead of duplicating.
 	w.stop(sup)
@@ -455,4 +471,29 @@ func TestDHCPLeaseLossFailsOver(t *testing.T) {
 	}
 	srv.SetMode(dhcp4test.Serve)
 	waitFor(t, "fiber back with a fresh lease", 20*time.Second, w.endpointsSettled)
+}
+
+// dialFrom tries a TCP connection from namespace ns.
+func dialFrom(ns, addr string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }

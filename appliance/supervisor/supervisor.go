@@ -143,6 +143,16 @@ func (s *Supervisor) Apply() error {
 			return fmt.Errorf("uplink %s: %w", p.u.Name, err)
 		}
 	}
+	var devs []string
+	for _, p := range s.plans {
+		devs = append(devs, p.u.Device)
+		if p.u.Ethernet != nil && p.u.Ethernet.VLAN != 0 {
+			devs = append(devs, fmt.Sprintf("%s.%d", p.u.Device, p.u.Ethernet.VLAN))
+		}
+	}
+	if err := applyFirewall(devs); err != nil {
+		return err
+	}
 	// Endpoints not belonging to any tunnel are someone else's leftovers
 	// (or ours from an older config): the supervisor owns the path manager.
 	eps, err := s.pm.Endpoints()
