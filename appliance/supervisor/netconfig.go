@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/lifeline-router/lifeline/appliance/config"
 	"github.com/lifeline-router/lifeline/uplinks/mptcp"
@@ -281,19 +279,4 @@ func endpointFor(p *uplinkPlan, tl netlink.Link, backup bool) mptcp.Endpoint {
 		f |= mptcp.FlagBackup
 	}
 	return mptcp.Endpoint{Addr: p.tunnel.Addr(), Flags: f, IfIndex: tl.Attrs().Index}
-}
-
-var errNotReady = errors.New("not ready")
-
-// retry runs f until it succeeds or d passes; for links that appear a
-// moment after their creation was requested.
-func retry(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
