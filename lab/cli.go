@@ -390,7 +390,7 @@ type failoverFlags struct {
 	size                             sizeFlag
 	cutAt, restoreAfter, flap, stall durFlag
 	holdDown, minTimeout             durFlag
-	noNudge, noReactor               bool
+	noNudge                          bool
 	modemSim                         string
 	loss                             float64
 }

@@ -106,9 +106,6 @@ type Failover struct {
 	// HoldDown is how long a recovered uplink must stay healthy before
 	// traffic moves back to it.
 	HoldDown Duration `json:"hold_down,omitempty"`
-	// Disabled turns off the reactor (kernel-only behaviour, for the lab's
-	// baseline measurements).
-	Disabled bool `json:"disabled,omitempty"`
 	// NoNudge turns off the DATA_ACK nudge: before a dead primary's
 	// endpoint is removed, the router asks the concentrator, through the
 	// surviving tunnel, to send a fresh DATA_ACK on every subflow, so the

@@ -83,19 +83,17 @@ type Decision struct {
 }
 
 type uplinkState struct {
-	state        State
-	usableSince  time.Time
-	lastReason   string
-	demoted      bool
-	everUp       bool
-	transitionAt time.Time
+	state       State
+	usableSince time.Time
+	lastReason  string
+	demoted     bool
+	everUp      bool
 }
 
 // Policy holds per-uplink state across updates.
 type Policy struct {
 	HoldDown time.Duration
 	states   map[string]*uplinkState
-	lastPref string
 }
 
 // New returns a policy with the given hold-down.
@@ -159,7 +157,6 @@ func (p *Policy) Update(now time.Time, obs []Observation) Decision {
 			s.everUp = true
 		}
 		if from != s.state {
-			s.transitionAt = now
 			d.Transitions = append(d.Transitions, Transition{Uplink: o.Name, From: from, To: s.state, Reason: s.lastReason})
 		}
 		if s.demoted != o.Demoted {
@@ -204,6 +201,5 @@ func (p *Policy) Update(now time.Time, obs []Observation) Decision {
 	if len(cands) > 0 {
 		d.Preferred = cands[0].Name
 	}
-	p.lastPref = d.Preferred
 	return d
 }

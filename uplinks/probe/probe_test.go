@@ -153,21 +153,16 @@ func TestNudge(t *testing.T) {
 // A prober slowed to a sparse interval and then sped up must not be judged
 // dead by the new, tight timeout against old evidence.
 func TestSpeedUpKeepsAlive(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r, err := NewResponder("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	p := &Prober{cfg: Config{Interval: 300 * time.Millisecond, MinTimeout: 5 * time.Millisecond},
+		answered: make([]bool, 10), sentAt: make([]time.Time, 10), ivChanged: make(chan struct{}, 1)}
+	p.ever = true
+	p.est.Sample(time.Millisecond)
+	// The last answer is 100 ms old: fine at 300 ms intervals, far past
+	// the timeout of 2 ms intervals.
+	p.lastLife = time.Now().Add(-100 * time.Millisecond)
+	if !p.Snapshot().Alive {
+		t.Fatal("prober dead at its sparse interval")
 	}
-	go r.Serve(ctx)
-	p, err := New(Config{Source: netip.MustParseAddr("127.0.0.1"), Target: netip.MustParseAddrPort(r.Addr().String()), Interval: 300 * time.Millisecond, MinTimeout: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.Run(ctx)
-	waitFor(t, "first answer", 3*time.Second, func() bool { return p.Snapshot().Alive })
-	// Wait until the last answer is older than the fast timeout would allow.
-	time.Sleep(100 * time.Millisecond)
 	p.SetInterval(2 * time.Millisecond)
 	if !p.Snapshot().Alive {
 		t.Fatal("prober dead right after its interval was shortened")
