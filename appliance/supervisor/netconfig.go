@@ -105,17 +105,32 @@ func plan(cfg *config.Config, nl Netlink) ([]*uplinkPlan, error) {
 	return ps, nil
 }
 
-// sysctls the router needs. src_valid_mark lets replies to the marked
-// tunnel sockets pass reverse-path checks (as wg-quick does).
+// sysctls the router needs.
+//
+// Reverse-path filtering is off on the uplinks (see uplinkSysctls) and
+// therefore off in "all" (the kernel uses the larger of "all" and the
+// device's value); devices created later (LAN side) get loose mode from
+// "default".
 var routerSysctls = map[string]string{
 	"net/mptcp/enabled":                  "1",
 	"net/ipv4/ip_forward":                "1",
-	"net/ipv4/conf/all/src_valid_mark":   "1",
-	"net/ipv4/conf/all/rp_filter":        "2",
+	"net/ipv4/conf/all/rp_filter":        "0",
 	"net/ipv4/conf/default/rp_filter":    "2",
 	"net/ipv4/tcp_no_metrics_save":       "1",
 	"net/mptcp/add_addr_timeout":         "5",
 	"net/ipv4/tcp_slow_start_after_idle": "0",
+}
+
+// uplinkSysctls are per uplink device. The concentrator's WireGuard
+// replies come from its public address, which is off-link and routed only
+// in the uplink's own table, chosen by the tunnel socket's fwmark. The
+// reverse-path check of an incoming reply carries no mark, finds no route
+// in the main table and drops it, even in loose mode: found in the VM lab
+// on our kernel, where the ISP forwards instead of relaying from the
+// on-link gateway. Tunnel traffic is authenticated by WireGuard, and the
+// uplink firewall drops inbound connection attempts.
+func uplinkSysctls(dev string) map[string]string {
+	return map[string]string{"net/ipv4/conf/" + dev + "/rp_filter": "0"}
 }
 
 func writeSysctls(m map[string]string) error {

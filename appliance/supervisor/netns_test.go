@@ -289,6 +289,18 @@ func TestApplyAndAdopt(t *testing.T) {
 	if r := w.ip(w.r, "route", "get", "10.55.0.1"); !strings.Contains(r, "dev "+w.fiberWG) || !strings.Contains(r, "src 10.55.1.2") {
 		t.Errorf("service route = %q, want via the fiber tunnel", r)
 	}
+	// The concentrator's replies come from an address routed only in the
+	// uplink's own table (by fwmark): the reverse-path check, which
+	// carries no mark, must let them in. `ip route get ... iif` runs the
+	// same input route lookup, source validation included.
+	for _, dev := range []string{"fiber0", "wwan0"} {
+		if v := strings.TrimSpace(sh(t, "ip", "netns", "exec", w.r, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/rp_filter")); v != "0" {
+			t.Errorf("%s rp_filter = %s, want 0", dev, v)
+		}
+	}
+	if out, err := exec.Command("ip", "-n", w.r, "route", "get", "100.64.1.2", "from", "203.0.113.9", "iif", "fiber0").CombinedOutput(); err != nil {
+		t.Errorf("an off-link concentrator's reply would be dropped on fiber0: ip route get ... iif fiber0: %v: %s", err, out)
+	}
 	if lim := w.ip(w.r, "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 4") {
 		t.Errorf("limits = %q", lim)
 	}

@@ -122,6 +122,11 @@ func (s *Supervisor) Apply() error {
 	if err := writeSysctls(routerSysctls); err != nil {
 		return err
 	}
+	for _, p := range s.plans {
+		if err := writeSysctls(uplinkSysctls(p.u.Device)); err != nil {
+			return err
+		}
+	}
 	if s.pm == nil {
 		pm, err := mptcp.Dial()
 		if err != nil {
