@@ -25,6 +25,9 @@ commands:
   demo       the 1.5 GB fiber-cut demo with a table and a plot in build/demo/
   bench      20 trials per scenario into build/bench/failover.json
   rtt        build the world and check the idle RTT of every path
+  reinjection  stock vs patched MPTCP re-injection on our kernel -> build/bench/reinjection.json
+  vm         run failover, bench, demo or reinjection inside our kernel under qemu
+             (kernel WireGuard, netem ISP links, CAKE): lifeline-lab vm -- failover ...
   relay      (internal) one path's link emulator, run in the ISP namespace
   send       (internal) the MPTCP uploader, run in the router namespace
   recv       (internal) the MPTCP receiver, run in the concentrator namespace
@@ -50,6 +53,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBench(ctx, rest, stdout, stderr)
 	case "rtt":
 		return cmdRTT(ctx, rest, stdout, stderr)
+	case "vm":
+		return cmdVM(ctx, rest, stdout, stderr)
+	case "reinjection":
+		return cmdReinjection(ctx, rest, stdout, stderr)
 	case "relay":
 		return cmdRelay(ctx, rest, stderr)
 	case "send":
@@ -174,6 +181,21 @@ type worldFlags struct {
 	shaper                    float64
 	bin                       string
 	verbose                   bool
+	netem, cake               bool
+	sysctls                   sysctlFlag
+}
+
+// sysctlFlag collects repeated --sysctl key=value.
+type sysctlFlag []string
+
+func (s *sysctlFlag) String() string { return strings.Join(*s, ",") }
+func (s *sysctlFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" || val == "" || strings.ContainsAny(k, " /") {
+		return fmt.Errorf("sysctl %q: want key=value, e.g. net.mptcp.reinject_limit=0", v)
+	}
+	*s = append(*s, v)
+	return nil
 }
 
 func addWorldFlags(fs *flag.FlagSet) *worldFlags {
@@ -189,6 +211,9 @@ func addWorldFlags(fs *flag.FlagSet) *worldFlags {
 	fs.Float64Var(&w.shaper, "shaper", 0.95, "router-side HTB rate as a share of the line rate")
 	fs.StringVar(&w.bin, "lifeline", "bin/lifeline", "the lifeline binary (supervisor and concentrator)")
 	fs.BoolVar(&w.verbose, "v", false, "log the lab's steps to stderr")
+	fs.BoolVar(&w.netem, "netem", false, "ISP links as kernel netem qdiscs instead of relays (needs sch_netem: run in the VM, see `lifeline-lab vm`)")
+	fs.BoolVar(&w.cake, "cake", false, "router-side shaping by the supervisor's CAKE instead of the lab's HTB (needs sch_cake)")
+	fs.Var(&w.sysctls, "sysctl", "key=value set in the router and conc namespaces (repeatable)")
 	return w
 }
 
@@ -202,6 +227,9 @@ func (f *worldFlags) options(stderr io.Writer) (Options, error) {
 		WiFi:        Link{uint64(f.wifi), time.Duration(f.wifiRTT)},
 		WithWiFi:    f.withWiFi,
 		ShaperShare: f.shaper,
+		Netem:       f.netem,
+		CAKE:        f.cake,
+		Sysctls:     f.sysctls,
 		Seed:        uint64(time.Now().UnixNano()),
 	}
 	if f.verbose {

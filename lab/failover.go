@@ -119,19 +119,27 @@ type Result struct {
 	LTECarryingBeforeFault bool             `json:"lte_carrying_before_fault"`
 	// Relays are the ISP links' own counters (drops, lateness: the
 	// emulator's timing error); Shaper is `tc -s qdisc` of each uplink.
-	Relays   map[string]linkem.Stats `json:"relays,omitempty"`
-	Shaper   map[string]string       `json:"shaper,omitempty"`
-	Hung     bool                    `json:"hung"`
-	Evidence *Evidence               `json:"evidence,omitempty"`
+	Relays map[string]linkem.Stats `json:"relays,omitempty"`
+	Shaper map[string]string       `json:"shaper,omitempty"`
+	// ISPLinks is `tc -s qdisc` of each path's two delay lines (Netem).
+	ISPLinks map[string]string `json:"isp_links,omitempty"`
+	// TunnelKinds is each router tunnel's link kind: "wireguard" (the
+	// kernel's) or "tun" (wireguard-go).
+	TunnelKinds map[string]string `json:"tunnel_kinds,omitempty"`
+	Hung     bool              `json:"hung"`
+	Evidence *Evidence         `json:"evidence,omitempty"`
 	// Times in ms after the upload's first byte, for plots.
 	FaultAtMs   float64 `json:"fault_at_ms"`
 	RestoreAtMs float64 `json:"restore_at_ms"`
 	DurationMs  float64 `json:"duration_ms"`
 	// Series is the receiver's goodput per 100 ms, Mbit/s.
-	Series   []float64         `json:"series_100ms_mbps"`
-	Events   []RelEvent        `json:"events"`
-	Settings map[string]string `json:"settings"`
-	Error    string            `json:"error,omitempty"`
+	Series []float64 `json:"series_100ms_mbps"`
+	// AroundFault is the receiver's goodput per 10 ms from
+	// AroundFaultFromMs before the fault to AroundFaultToMs after it.
+	AroundFault []float64         `json:"around_fault_10ms_mbps,omitempty"`
+	Events      []RelEvent        `json:"events"`
+	Settings    map[string]string `json:"settings"`
+	Error       string            `json:"error,omitempty"`
 
 	recv *RecvSummary
 	send *SendSummary
@@ -151,6 +159,12 @@ type RelEvent struct {
 // payload; the outer packet adds WireGuard 32 + UDP 8 + IPv4 20 and the
 // shaper counts the 14-byte Ethernet header: 1340 / (1420+60+14) = 0.897.
 const PayloadShare = 1340.0 / (1420 + 60 + 14)
+
+// The window of Result.AroundFault, in ms relative to the fault.
+const (
+	AroundFaultFromMs = -200
+	AroundFaultToMs   = 800
+)
 
 func (o *FailoverOptions) setDefaults() error {
 	if err := o.World.setDefaults(); err != nil {
@@ -229,7 +243,10 @@ func (o *FailoverOptions) settings() map[string]string {
 		"cut_at": o.CutAt.String(), "restore_after": o.RestoreAfter.String(),
 		"shaper_share": strconv.FormatFloat(o.World.ShaperShare, 'f', -1, 64),
 		"shaper_queue": o.World.ShaperQueue.String(), "isp_buffer": o.World.ISPBuffer.String(),
-		"size": FormatSize(o.Size),
+		"size":          FormatSize(o.Size),
+		"isp_link":      map[bool]string{false: "relay", true: "netem"}[o.World.Netem],
+		"router_shaper": map[bool]string{false: "htb+bfifo", true: "cake"}[o.World.CAKE],
+		"sysctls":       strings.Join(o.World.Sysctls, " "),
 	}
 }
 
@@ -456,14 +473,20 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	res.Relays, res.Shaper = map[string]linkem.Stats{}, map[string]string{}
 	for _, p := range w.Paths {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if st, err := w.Relay(p).Stats(sctx); err == nil {
-			res.Relays[p.Name] = st
+		if !w.opt.Netem {
+			if st, err := w.Relay(p).Stats(sctx); err == nil {
+				res.Relays[p.Name] = st
+			}
 		}
 		if out, err := run(sctx, "tc", "-n", w.Router, "-s", "qdisc", "show", "dev", p.Dev); err == nil {
 			res.Shaper[p.Name] = out
 		}
 		cancel()
 	}
+	if w.opt.Netem {
+		res.ISPLinks = w.ispLinkStats(ctx)
+	}
+	res.TunnelKinds = w.tunnelKinds()
 	after, _ := readNetstat(w.Conc)
 	res.DuplicateData = after["MPTcpExt.DuplicateData"] - before["MPTcpExt.DuplicateData"]
 
@@ -656,6 +679,17 @@ func analyze(res *Result, rs *RecvSummary, ss *SendSummary, evs []Event, t0, t1 
 	}
 	T0, T1 := t0.UnixNano(), t1.UnixNano()
 	res.FaultAtMs, res.RestoreAtMs = rel(T0), rel(T1)
+	if rs.BinNS > 0 {
+		first := int((T0 + AroundFaultFromMs*int64(time.Millisecond) - rs.AcceptNS) / rs.BinNS)
+		n := int((AroundFaultToMs - AroundFaultFromMs) * int64(time.Millisecond) / rs.BinNS)
+		for i := first; i < first+n; i++ {
+			v := 0.0
+			if i >= 0 && i < len(rs.Bins) {
+				v = float64(rs.Bins[i]) * 8 / (float64(rs.BinNS) / 1e9) / 1e6
+			}
+			res.AroundFault = append(res.AroundFault, v)
+		}
+	}
 	// Skip the first second (slow start, subflow set-up).
 	res.FiberMbps = rate(min(base+int64(time.Second), T0-int64(500*time.Millisecond)), T0)
 	// The fault's stall: the longest gap that starts between just before

@@ -66,6 +66,7 @@ func (w *World) startNft(ctx context.Context) error {
 		// Base chains per path, empty until a blackhole: restore is a flush.
 		fmt.Fprintf(&b, "add chain inet %s %s_in { type filter hook input priority 0 ; }\n", nftTable, p.Name)
 		fmt.Fprintf(&b, "add chain inet %s %s_out { type filter hook output priority 0 ; }\n", nftTable, p.Name)
+		fmt.Fprintf(&b, "add chain inet %s %s_fwd { type filter hook forward priority 0 ; }\n", nftTable, p.Name)
 	}
 	_, err = w.nft.do(b.String())
 	return err
@@ -194,11 +195,16 @@ func (w *World) SetCarrier(p *Path, up bool) (time.Time, error) {
 // link stays up. It returns the instant the rule was sent to nft.
 func (w *World) SetBlackhole(p *Path, on bool) (time.Time, error) {
 	var cmds string
-	if on {
+	switch {
+	case on && w.opt.Netem:
+		// Forwarded, not relayed: drop before either delay line.
+		cmds = fmt.Sprintf("add rule inet %[1]s %[2]s_fwd iifname %[3]q udp dport %[4]d drop\n"+
+			"add rule inet %[1]s %[2]s_fwd oifname %[3]q udp sport %[4]d drop\n", nftTable, p.Name, p.ISPDev, p.Port)
+	case on:
 		cmds = fmt.Sprintf("add rule inet %[1]s %[2]s_in iifname %[3]q udp dport %[4]d drop\n"+
 			"add rule inet %[1]s %[2]s_out oifname %[3]q udp sport %[4]d drop\n", nftTable, p.Name, p.ISPDev, p.Port)
-	} else {
-		cmds = fmt.Sprintf("flush chain inet %[1]s %[2]s_in\nflush chain inet %[1]s %[2]s_out\n", nftTable, p.Name)
+	default:
+		cmds = fmt.Sprintf("flush chain inet %[1]s %[2]s_in\nflush chain inet %[1]s %[2]s_out\nflush chain inet %[1]s %[2]s_fwd\n", nftTable, p.Name)
 	}
 	t := time.Now()
 	_, err := w.nft.do(cmds)
@@ -255,6 +261,9 @@ func (w *World) Restore(f Fault, p *Path) (time.Time, error) {
 // SetLoss sets random loss on both directions of p's ISP link.
 func (w *World) SetLoss(ctx context.Context, p *Path, loss float64) (time.Time, error) {
 	t := time.Now()
+	if w.opt.Netem {
+		return t, w.netemLink(ctx, p, loss)
+	}
 	c := w.Relay(p)
 	for _, d := range []linkem.Direction{linkem.Up, linkem.Down} {
 		if err := c.SetLoss(ctx, d, loss); err != nil {

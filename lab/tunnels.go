@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/lifeline-router/lifeline/appliance/config"
+	"github.com/lifeline-router/lifeline/sqm"
 )
 
 // LifelineOptions say how to run our supervisor and concentrator in the
@@ -74,7 +75,18 @@ func (w *World) Config() (*config.Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The relay is the endpoint; with kernel links the concentrator
+		// itself, reached through this uplink's gateway.
+		endpoint := fmt.Sprintf("%s:%d", p.Gateway(), p.Port)
+		if w.opt.Netem {
+			endpoint = fmt.Sprintf("%s:%d", ConcPublic, p.Port)
+		}
+		var shaper *sqm.UplinkConfig
+		if w.opt.CAKE {
+			shaper = &sqm.UplinkConfig{Egress: &sqm.DirectionConfig{Bandwidth: sqm.Rate(w.ShaperRate(p)), Diffserv: "besteffort"}}
+		}
 		c.Uplinks = append(c.Uplinks, config.Uplink{
+			SQM:  shaper,
 			Name: p.Name, Device: p.Dev, Kind: p.Name, Role: p.Role, Priority: p.Priority,
 			Gateway: p.Gateway(),
 			WireGuard: config.WireGuard{
@@ -83,7 +95,7 @@ func (w *World) Config() (*config.Config, error) {
 				PrivateKeyFile:        f,
 				PublicKey:             k.PublicKey().String(),
 				Port:                  p.Port,
-				Endpoint:              fmt.Sprintf("%s:%d", p.Gateway(), p.Port),
+				Endpoint:              endpoint,
 				Address:               p.TunnelAddr(),
 				PeerAddress:           p.TunnelPeer(),
 			},

@@ -61,6 +61,19 @@ type Options struct {
 	Log io.Writer
 	// Seed seeds the relays' loss generators.
 	Seed uint64
+	// Netem makes each ISP link a pair of kernel netem qdiscs (downlink on
+	// the ISP end of the veth, uplink on an IFB fed from its ingress)
+	// instead of a userspace relay. It needs sch_netem, IFB and matchall:
+	// our board kernel in the VM has them, the host kernel does not.
+	Netem bool
+	// CAKE shapes the router side with the supervisor's own SQM (CAKE at
+	// the shaper share, from the uplink's "sqm" config) instead of the
+	// lab's HTB + bfifo stand-in. Needs sch_cake (the VM).
+	CAKE bool
+	// Sysctls ("key=value") are set in the router and conc namespaces
+	// after the lab's own, e.g. net.mptcp.reinject_limit=0 to run the
+	// stock re-injection on our kernel.
+	Sysctls []string
 }
 
 func (o *Options) setDefaults() error {
@@ -263,6 +276,7 @@ func Build(ctx context.Context, opt Options) (w *World, err error) {
 	}
 	sys := []string{"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.ip_forward=1"}
 	tcp := []string{"net.ipv4.tcp_congestion_control=bbr", "net.mptcp.enabled=1"}
+	tcp = append(tcp, opt.Sysctls...)
 	for _, s := range []struct {
 		ns   string
 		keys []string
@@ -272,8 +286,21 @@ func Build(ctx context.Context, opt Options) (w *World, err error) {
 		}
 	}
 	for _, p := range w.Paths {
+		if opt.CAKE {
+			break // the supervisor's SQM shapes (see Config)
+		}
 		if err := w.shape(ctx, p); err != nil {
 			return w, err
+		}
+	}
+	if opt.Netem {
+		if err := w.buildNetemLinks(ctx); err != nil {
+			return w, err
+		}
+		for _, p := range w.Paths {
+			if err := w.netemLink(ctx, p, 0); err != nil {
+				return w, err
+			}
 		}
 	}
 	if w.ispNl, err = nlHandle(w.ISP); err != nil {
@@ -287,6 +314,9 @@ func Build(ctx context.Context, opt Options) (w *World, err error) {
 		return w, err
 	}
 	for _, p := range w.Paths {
+		if opt.Netem {
+			break
+		}
 		if err := w.startRelay(ctx, p); err != nil {
 			return w, err
 		}

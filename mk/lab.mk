@@ -27,3 +27,29 @@ test-lab: deps
 	$(GO) test -race -timeout 15m -count=1 ./lab/...
 
 EXTRA_BENCHES += bench-failover
+
+# The VM lab: the same world inside our board kernel under qemu (kernel
+# WireGuard, netem ISP links, CAKE on the router). The guest needs static
+# binaries. See lab/README.md ("The VM lab").
+VMBIN        := build/vmbin
+# TCG sustains far less than the seed's 220 Mbit/s through kernel WireGuard
+# (emulated crypto): see lab/README.md for the measurement behind these.
+VM_LAB_FLAGS ?= --fiber 20mbit --lte 8mbit
+REINJECTION_FLAGS ?=
+VM_FAILOVER_FLAGS ?= --scenario cut
+
+.PHONY: vmbin vm-failover bench-reinjection
+
+vmbin:
+	CGO_ENABLED=0 $(GO) build -o $(VMBIN)/ ./cmd/lifeline ./cmd/lifeline-lab
+
+vm-failover: deps image-deps build vmbin ## one failover run in the VM lab: make vm-failover VM_FAILOVER_FLAGS='--scenario blackhole'
+	$(LAB) vm --bin-dir $(VMBIN) -- failover $(VM_LAB_FLAGS) $(VM_FAILOVER_FLAGS)
+
+# Stock vs patched MPTCP re-injection (net.mptcp.reinject_limit=0/1) on our
+# kernel, 20 trials per arm of cut and blackhole, in one VM.
+bench-reinjection: deps image-deps build vmbin ## -> build/bench/reinjection.json + reinjection.svg
+	$(LAB) vm --bin-dir $(VMBIN) -- reinjection $(VM_LAB_FLAGS) \
+		--out build/bench/reinjection.json --plot build/bench/reinjection.svg $(REINJECTION_FLAGS)
+
+EXTRA_BENCHES += bench-reinjection

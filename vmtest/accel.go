@@ -128,8 +128,12 @@ func AccelArgs() []string {
 		return []string{"-accel", "kvm", "-cpu", "host"}
 	}
 	// thread=multi lets -smp 2 use both host cores; "max" gives the guest
-	// every feature TCG can emulate.
-	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	// every feature TCG can emulate. LIFELINE_QEMU_CPU overrides the model.
+	cpu := "max"
+	if c := os.Getenv("LIFELINE_QEMU_CPU"); c != "" {
+		cpu = c
+	}
+	return []string{"-accel", "tcg,thread=multi", "-cpu", cpu}
 }
 
 func qemuBinary() string {
