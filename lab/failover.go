@@ -126,8 +126,8 @@ type Result struct {
 	// TunnelKinds is each router tunnel's link kind: "wireguard" (the
 	// kernel's) or "tun" (wireguard-go).
 	TunnelKinds map[string]string `json:"tunnel_kinds,omitempty"`
-	Hung     bool              `json:"hung"`
-	Evidence *Evidence         `json:"evidence,omitempty"`
+	Hung        bool              `json:"hung"`
+	Evidence    *Evidence         `json:"evidence,omitempty"`
 	// Times in ms after the upload's first byte, for plots.
 	FaultAtMs   float64 `json:"fault_at_ms"`
 	RestoreAtMs float64 `json:"restore_at_ms"`
