@@ -12,9 +12,9 @@ IMAGE_TEST     := build/lifeline-amd64-test.img
 IMAGE_BYTES    ?= 1363148800
 # Reported by the supervisor (/healthz, lifeline status) so an OTA is visible.
 LIFELINE_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-IMAGE_DEPS     := qemu-system-x86 busybox-static e2fsprogs
+IMAGE_DEPS     := qemu-system-x86 busybox-static e2fsprogs wpasupplicant
 # Go sources that end up in the image (rebuild when they change).
-IMAGE_SOURCES  := $(shell find appliance cmd modem uplinks sqm board -name '*.go' -not -name '*_test.go' 2>/dev/null) \
+IMAGE_SOURCES  := $(shell find appliance cmd modem uplinks sqm board image/wpa_supplicant image/elfbundle -name '*.go' -not -name '*_test.go' 2>/dev/null) \
                   $(wildcard $(KERNEL_DIR)/vmlinuz $(KERNEL_DIR)/cmdline.txt) image/config.json image/config.test.json $(wildcard image/testdata/*) go.mod
 
 .PHONY: kernel image image-test vm vmtest vmtest-image update image-deps bench-image

@@ -7,7 +7,8 @@
 // the builddir go.mod points our own module at this checkout with a replace
 // directive so that gok builds the working tree, not a published version.
 // With -test, image/config.test.json is merged in (the modem simulator goes
-// only into test builds).
+// only into test builds). It also writes the wpa_supplicant bundle the image
+// carries (see bundleSupplicant).
 package main
 
 import (
@@ -19,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/lifeline-router/lifeline/image/elfbundle"
 )
 
 const modulePath = "github.com/lifeline-router/lifeline"
@@ -40,6 +43,7 @@ func logic() error {
 	unhealthy := flag.Bool("unhealthy", false, "deliberately broken build for the OTA rollback test: the supervisor never becomes healthy")
 	otaDeadline := flag.String("ota-deadline", "", "otacommit -deadline (how long a test boot has to become healthy)")
 	device := flag.String("update", "", "host:port of a running device for gok update (sets Update.Hostname/HTTPPort)")
+	supplicant := flag.String("wpa-supplicant", "/usr/sbin/wpa_supplicant", "the (Debian, dynamically linked) wpa_supplicant the image carries with its libraries")
 	flag.Parse()
 
 	absRoot, err := filepath.Abs(*root)
@@ -70,6 +74,9 @@ func logic() error {
 				}
 			}
 		}
+	}
+	if err := bundleSupplicant(cfg, *supplicant); err != nil {
+		return err
 	}
 	pcs, _ := cfg["PackageConfig"].(map[string]any)
 	if pcs == nil {
@@ -172,6 +179,34 @@ replace %s => %s
 		}
 	}
 	fmt.Println(dir)
+	return nil
+}
+
+// supplicantPkg is the image's /user/wpa_supplicant: it starts the bundled
+// Debian binary through the bundled loader.
+const supplicantPkg = modulePath + "/image/wpa_supplicant"
+
+// bundleSupplicant writes the directory that the supplicant package's
+// ExtraFilePaths put into the image (build/gokrazy/wpa_supplicant →
+// /usr/lib/wpa_supplicant): Debian's wpa_supplicant, its shared libraries
+// and glibc's loader, with a MANIFEST of where each came from. It runs on
+// every build, so the image carries what the build host has installed.
+func bundleSupplicant(cfg map[string]any, bin string) error {
+	pcs, _ := cfg["PackageConfig"].(map[string]any)
+	pc, _ := pcs[supplicantPkg].(map[string]any)
+	efp, _ := pc["ExtraFilePaths"].(map[string]any)
+	for guest, host := range efp {
+		dir, ok := host.(string)
+		if !ok {
+			return fmt.Errorf("PackageConfig[%s].ExtraFilePaths[%s]: not a string", supplicantPkg, guest)
+		}
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("-wpa-supplicant %s: %w (apt-get install wpasupplicant)", bin, err)
+		}
+		if _, err := elfbundle.Write(bin, "wpa_supplicant", dir); err != nil {
+			return fmt.Errorf("bundling %s for %s: %w", bin, guest, err)
+		}
+	}
 	return nil
 }
 

@@ -302,6 +302,13 @@ func writeFile0600(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
+// supplicantPaths are tried when wpa_supplicant is not in PATH: Debian's
+// place, and /user/wpa_supplicant, where the gokrazy image has it (gokrazy
+// installs its Go packages as /user/<name>; image/wpa_supplicant starts the
+// Debian binary the image carries with its own libraries, see
+// image/README.md).
+var supplicantPaths = []string{"/usr/sbin/wpa_supplicant", "/sbin/wpa_supplicant", "/user/wpa_supplicant"}
+
 func (m *Manager) supplicantBin() string {
 	if b := m.o.Config.Supplicant; b != "" {
 		return b
@@ -309,7 +316,7 @@ func (m *Manager) supplicantBin() string {
 	if p, err := exec.LookPath("wpa_supplicant"); err == nil {
 		return p
 	}
-	for _, p := range []string{"/usr/sbin/wpa_supplicant", "/sbin/wpa_supplicant", "/user/wpa_supplicant"} {
+	for _, p := range supplicantPaths {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
