@@ -204,7 +204,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if rep.Settings == nil {
 				rep.Settings = res.Settings
 			}
-			res.Series = nil
+			res.Series, res.SubflowSeries = nil, nil
 			byScen[sc] = append(byScen[sc], res)
 			rep.Trials = append(rep.Trials, res)
 			bd := func(p *float64) string {

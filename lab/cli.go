@@ -397,7 +397,7 @@ func cmdFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if res != nil {
 		if !*series {
-			res.Series = nil
+			res.Series, res.SubflowSeries = nil, nil
 		}
 		if *asJSON {
 			enc := json.NewEncoder(stdout)

@@ -145,6 +145,26 @@ func plotSVG(r *Result) string {
 		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(float64(i)*0.1+0.05), y(v)))
 	}
 	fmt.Fprintf(&b, `<polyline fill="none" stroke="#1f5fbf" stroke-width="1.5" points="%s"/>`+"\n", strings.Join(pts, " "))
+	// Each subflow's tunnel, when recorded (wire rate, so above goodput).
+	subColors := map[string]string{"fiber": "#e67e22", "wifi": "#8e44ad", "lte": "#16a085"}
+	legend := 0
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#1f5fbf">goodput at the receiver</text>`+"\n", L+pw-200, T+ph-8)
+	for _, name := range []string{"fiber", "wifi", "lte"} {
+		ser, ok := r.SubflowSeries[name]
+		if !ok {
+			continue
+		}
+		var sp []string
+		for i, v := range ser {
+			if i >= n {
+				break
+			}
+			sp = append(sp, fmt.Sprintf("%.1f,%.1f", x(float64(i)*0.1+0.05), y(math.Min(v, maxY))))
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1" stroke-dasharray="5 2" points="%s"/>`+"\n", subColors[name], strings.Join(sp, " "))
+		legend++
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="%s">%s subflow (tunnel tx)</text>`+"\n", L+pw-200, T+ph-8-float64(legend)*14, subColors[name], name)
+	}
 	mark := func(ms float64, label, color string, row int) {
 		xx := x(ms / 1e3)
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.0f" y2="%.0f" stroke="%s" stroke-dasharray="4 3"/>`+"\n", xx, xx, T, T+ph, color)

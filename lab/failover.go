@@ -134,6 +134,10 @@ type Result struct {
 	DurationMs  float64 `json:"duration_ms"`
 	// Series is the receiver's goodput per 100 ms, Mbit/s.
 	Series []float64 `json:"series_100ms_mbps"`
+	// SubflowSeries is each path's tunnel transmit rate per 100 ms from
+	// the router (one subflow each, wire bytes), Mbit/s, aligned with
+	// Series.
+	SubflowSeries map[string][]float64 `json:"subflow_tx_100ms_mbps,omitempty"`
 	// AroundFault is the receiver's goodput per 10 ms from
 	// AroundFaultFromMs before the fault to AroundFaultToMs after it.
 	AroundFault []float64         `json:"around_fault_10ms_mbps,omitempty"`
@@ -374,6 +378,12 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	// schedule is skipped.
 	var t0, t1 time.Time
 	var sampler *txSampler
+	// Each tunnel carries one subflow of the upload (plus sparse probes):
+	// its tx counter every 100 ms gives the per-subflow plot.
+	tunnels := map[string]*txSampler{}
+	for _, p := range w.Paths {
+		tunnels[p.Name] = w.startTxSamplerEvery(p.WG, o.Timeout, 100*time.Millisecond)
+	}
 	var out outcome
 	done := false
 	wait := func(until time.Time) error {
@@ -501,6 +511,10 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		lteTx = sampler.stop()
 	}
 	analyze(res, &rs, &ss, evs, t0, t1, lteTx, start)
+	res.SubflowSeries = map[string][]float64{}
+	for name, ts := range tunnels {
+		res.SubflowSeries[name] = seriesFrom(ts.stop(), rs.FirstNS, int64(100*time.Millisecond))
+	}
 	switch {
 	case out.err != nil:
 		return out.err
@@ -585,6 +599,28 @@ type txSample struct {
 }
 
 func (w *World) startTxSampler(ifname string, dur time.Duration) *txSampler {
+	return w.startTxSamplerEvery(ifname, dur, 500*time.Microsecond)
+}
+
+// seriesFrom turns counter samples into Mbit/s per bin of binNS from
+// baseNS (the upload's first byte at the receiver).
+func seriesFrom(ss []txSample, baseNS, binNS int64) []float64 {
+	var out []float64
+	for i := 1; i < len(ss); i++ {
+		a, b := ss[i-1], ss[i]
+		if b.t.UnixNano() < baseNS || b.bytes < a.bytes {
+			continue
+		}
+		bin := int((b.t.UnixNano() - baseNS) / binNS)
+		for len(out) <= bin {
+			out = append(out, 0)
+		}
+		out[bin] += float64(b.bytes-a.bytes) * 8 / (float64(binNS) / 1e9) / 1e6
+	}
+	return out
+}
+
+func (w *World) startTxSamplerEvery(ifname string, dur, every time.Duration) *txSampler {
 	s := &txSampler{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -599,7 +635,7 @@ func (w *World) startTxSampler(ifname string, dur time.Duration) *txSampler {
 			select {
 			case <-s.quit:
 				return
-			case <-time.After(500 * time.Microsecond):
+			case <-time.After(every):
 			}
 		}
 	}()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -356,6 +357,11 @@ func TestFailover(t *testing.T) {
 			// (at most one switch each way).
 			if sc == FaultLoss && res.PathSwitches > 2 {
 				t.Errorf("%d path switches under 5%% loss, want at most one each way", res.PathSwitches)
+			}
+			// The per-subflow plot's data: the fiber's tunnel carried the
+			// upload before the fault.
+			if fs := res.SubflowSeries["fiber"]; len(fs) < 5 || slices.Max(fs[:5]) < 1 {
+				t.Errorf("fiber subflow series %v: want the upload's first half second on it", fs)
 			}
 		})
 	}

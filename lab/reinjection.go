@@ -191,7 +191,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 				rep.Settings["scenarios"] = *scen
 				rep.Settings["nudge"] = *nudge
 			}
-			res.Series = nil
+			res.Series, res.SubflowSeries = nil, nil
 			res.Evidence = trimEvidence(res.Evidence)
 			if _, ok := byKey[v.Key]; !ok {
 				keys = append(keys, v.Key)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,24 @@ func TestPlotSVG(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("svg is not well-formed XML: %v", err)
+		}
+	}
+}
+
+func TestSeriesFrom(t *testing.T) {
+	base := time.Unix(100, 0)
+	at := func(ms int, b uint64) txSample { return txSample{base.Add(time.Duration(ms) * time.Millisecond), b} }
+	// 125000 bytes in the first 100 ms bin = 10 Mbit/s; a counter reset is skipped;
+	// samples before the base do not count.
+	got := seriesFrom([]txSample{at(-50, 0), at(-10, 5000), at(50, 67500), at(90, 130000), at(150, 100), at(190, 12600)},
+		base.UnixNano(), int64(100*time.Millisecond))
+	want := []float64{10, 1}
+	if len(got) != len(want) {
+		t.Fatalf("seriesFrom = %v, want %v", got, want)
+	}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-9 {
+			t.Errorf("bin %d = %v Mbit/s, want %v", i, got[i], want[i])
 		}
 	}
 }
