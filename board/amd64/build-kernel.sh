@@ -7,6 +7,10 @@
 #
 # Environment: BUILD (default build/kernel), JOBS (default 2), NICE (default
 # 19: other work shares the machine; NICE=0 when the kernel is the critical path).
+# PATCHES=none builds without patches/series (the stock kernel the selftests
+# compare against); DEST (default board/amd64) is where vmlinuz, config, lib/
+# and build-info.txt go, so such a build never overwrites the board kernel:
+#   BUILD=build/kernel-stock DEST=build/kernel-stock/install PATCHES=none
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +18,8 @@ root=$(cd "$here/../.." && pwd)
 build=${BUILD:-$root/build/kernel}
 jobs=${JOBS:-2}
 niceness=${NICE:-19}
+dest=${DEST:-$here}
+case "${PATCHES:-series}" in series|none) ;; *) echo "build-kernel: PATCHES=$PATCHES: want series or none" >&2; exit 2 ;; esac
 tarball=/usr/src/linux-source-6.12.tar.xz
 
 "$root/board/deps.sh" linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils kmod gcc make
@@ -25,7 +31,7 @@ out="$build/out"
 # Re-extract when the tarball or the patch set changed, so a stale tree never
 # silently carries an old patch.
 patches=()
-if [ -f "$here/patches/series" ]; then
+if [ "${PATCHES:-series}" = series ] && [ -f "$here/patches/series" ]; then
 	while read -r p; do
 		case "$p" in ''|'#'*) continue ;; esac
 		patches+=("$here/patches/$p")
@@ -79,19 +85,20 @@ rm -rf "$stage"
 mk INSTALL_MOD_PATH="$stage" INSTALL_MOD_STRIP=1 modules_install
 rm -f "$stage/lib/modules/$release/build" "$stage/lib/modules/$release/source"
 
-cp "$out/arch/x86/boot/bzImage" "$here/vmlinuz"
-cp "$out/.config" "$here/config"
-rm -rf "$here/lib"
-mkdir -p "$here/lib/modules"
-cp -a "$stage/lib/modules/$release" "$here/lib/modules/"
+mkdir -p "$dest"
+cp "$out/arch/x86/boot/bzImage" "$dest/vmlinuz"
+cp "$out/.config" "$dest/config"
+rm -rf "$dest/lib"
+mkdir -p "$dest/lib/modules"
+cp -a "$stage/lib/modules/$release" "$dest/lib/modules/"
 end=$(date +%s)
 
-cat >"$here/build-info.txt" <<INFO
+cat >"$dest/build-info.txt" <<INFO
 release: $release
 source: $(basename "$tarball") ($(dpkg-query -W -f='${Version}' linux-source-6.12))
 patches: ${#patches[@]}
 build seconds: $((end - start)) (nice -n $niceness, -j$jobs, $(nproc) cores)
-vmlinuz bytes: $(stat -c %s "$here/vmlinuz")
-vmlinuz sha256: $(sha256sum "$here/vmlinuz" | cut -d' ' -f1)
+vmlinuz bytes: $(stat -c %s "$dest/vmlinuz")
+vmlinuz sha256: $(sha256sum "$dest/vmlinuz" | cut -d' ' -f1)
 INFO
-cat "$here/build-info.txt"
+cat "$dest/build-info.txt"
