@@ -161,6 +161,11 @@ type dirState struct {
 	achieved float64
 	changes  uint64
 	err      error
+	// This tick's input to the controller, and the one-way delay over its minimum.
+	sample     autorate.Sample
+	base       float64 // seconds
+	excess     time.Duration
+	haveExcess bool
 }
 
 type counterPoint struct {
@@ -394,35 +399,93 @@ func (s *Service) step(now time.Time) {
 		if s.o.Delays != nil {
 			pending = s.o.Delays.OldestPending(u.name)
 		}
+		// Collect every direction's samples first: a probe that has not come back is
+		// attributed to the direction(s) it can be stuck in (see attributePending).
+		var ready []*dirState
 		for _, d := range u.dirs {
 			if d.ctrl == nil {
 				continue
 			}
-			if err := s.stepDir(u, d, now, pending); err != nil {
+			if err := s.collect(u, d, now); err != nil {
+				d.err = err
+				continue
+			}
+			ready = append(ready, d)
+		}
+		for _, d := range ready {
+			if s.o.Delays != nil {
+				d.sample.OldestPending = attributePending(d, ready, pending)
+			}
+			if err := s.applyDir(u, d); err != nil {
 				d.err = err
 			}
 		}
 	}
 }
 
-func (s *Service) stepDir(u *uplinkState, d *dirState, now time.Time, pending time.Duration) error {
+// PendingMargin: a probe that has not come back is not held against a direction whose latest
+// one-way delay is this much below another direction's (see attributePending).
+const PendingMargin = 5 * time.Millisecond
+
+// attributePending gives d the age of the oldest unanswered probe unless another direction's
+// latest one-way delay shows a queue that d's does not: then the probe is most likely stuck
+// there. Without this, an upload that probes a little above the capacity makes every probe
+// late, and the download's controller cut itself to its minimum each time (seen on the real
+// kernel). With round trips only (both directions the same) both get it, as before.
+func attributePending(d *dirState, all []*dirState, pending time.Duration) time.Duration {
+	if pending == 0 || !d.haveExcess {
+		return pending
+	}
+	for _, o := range all {
+		if o != d && o.haveExcess && o.excess > d.excess+PendingMargin {
+			return 0
+		}
+	}
+	return pending
+}
+
+// collect reads the counter, the new probe results and the hint of one direction.
+func (s *Service) collect(u *uplinkState, d *dirState, now time.Time) error {
 	b, err := s.o.Counters.Bytes(u.dev, d.dir)
 	if err != nil {
 		return err
 	}
 	d.meter(now, b)
+	d.sample = autorate.Sample{At: now, TxBytes: b}
 	if s.o.Delays == nil {
 		return nil
 	}
-	sm := autorate.Sample{At: now, TxBytes: b, OldestPending: pending}
-	sm.Delays = s.o.Delays.DelaySamples(u.name, d.dir, d.cursor)
-	if n := len(sm.Delays); n > 0 {
-		d.cursor = sm.Delays[n-1].ReceivedAt
+	d.sample.Delays = s.o.Delays.DelaySamples(u.name, d.dir, d.cursor)
+	if n := len(d.sample.Delays); n > 0 {
+		d.cursor = d.sample.Delays[n-1].ReceivedAt
+	}
+	for _, ds := range d.sample.Delays {
+		d.noteDelay(ds.Delay)
 	}
 	if s.o.Hints != nil {
-		sm.Hint = s.o.Hints.ModemHint(u.name, d.dir)
+		d.sample.Hint = s.o.Hints.ModemHint(u.name, d.dir)
 	}
-	d.ctrl.Observe(sm)
+	return nil
+}
+
+// noteDelay keeps the delay over its minimum, with a baseline as cake-autorate keeps it (down
+// at once, up very slowly). Only for attributePending; the controllers keep their own.
+func (d *dirState) noteDelay(delay time.Duration) {
+	v := delay.Seconds()
+	if !d.haveExcess || v < d.base {
+		d.base = v
+	} else {
+		d.base += (v - d.base) * 0.001
+	}
+	d.excess, d.haveExcess = time.Duration((v-d.base)*float64(time.Second)), true
+}
+
+// applyDir feeds the collected sample to the controller and applies its rate.
+func (s *Service) applyDir(u *uplinkState, d *dirState) error {
+	if s.o.Delays == nil {
+		return nil
+	}
+	d.ctrl.Observe(d.sample)
 	want := min(max(d.ctrl.Rate(), d.bounds.Min), d.bounds.Max)
 	if !s.worthApplying(d, want) {
 		return nil

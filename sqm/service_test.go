@@ -578,3 +578,37 @@ func TestSysfsCounters(t *testing.T) {
 		t.Errorf("/sys/class/net/lo: %v", err)
 	}
 }
+
+// A probe that has not come back is held only against the direction whose one-way delay shows
+// the queue: an upload probing above the capacity must not make the download cut itself.
+func TestAttributePending(t *testing.T) {
+	feed := func(d *dirState, ms ...int) {
+		for _, v := range ms {
+			d.noteDelay(time.Duration(v) * time.Millisecond)
+		}
+	}
+	up, down := &dirState{dir: DirEgress}, &dirState{dir: DirIngress}
+	all := []*dirState{up, down}
+	const pending = 300 * time.Millisecond
+	if got := attributePending(up, all, pending); got != pending {
+		t.Fatalf("no samples yet: upload got %v, want %v", got, pending)
+	}
+	feed(up, 20, 20, 30, 45)   // the upload's queue grows
+	feed(down, 20, 21, 20, 20) // the download's does not
+	if got := attributePending(up, all, pending); got != pending {
+		t.Errorf("upload (queue rising): got %v, want %v", got, pending)
+	}
+	if got := attributePending(down, all, pending); got != 0 {
+		t.Errorf("download (no queue) got %v of pending, want 0", got)
+	}
+	// Round trips only, or a step in both directions: both see the same, both get it.
+	feed(down, 45)
+	for _, d := range all {
+		if got := attributePending(d, all, pending); got != pending {
+			t.Errorf("%v with equal delays: got %v, want %v", d.dir, got, pending)
+		}
+	}
+	if got := attributePending(down, all, 0); got != 0 {
+		t.Errorf("nothing pending: got %v", got)
+	}
+}

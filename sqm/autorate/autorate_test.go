@@ -142,3 +142,31 @@ func TestRateMeterCounterReset(t *testing.T) {
 		t.Fatal("rate across a counter reset")
 	}
 }
+
+// At a low rate the probes wait behind the frame our own shaper is sending (12 ms at
+// 1 Mbit/s). That is not a queue at the bottleneck: the controller must still grow when the
+// direction is loaded, not hold or drain at Min forever (seen on the real kernel).
+func TestLifelineOwnSerialisationIsNotAQueue(t *testing.T) {
+	b := Bounds{Min: 1e6, Base: 1e6, Max: 80e6}
+	c := NewLifeline(DefaultLifeline(b))
+	f := &feeder{now: time.Unix(0, 0)}
+	f.tick(c, 1e6, 0, 1) // the baseline: a probe that did not wait
+	for i := 0; i < 20; i++ {
+		frame := time.Duration(1514 * 8 / float64(c.Rate()) * float64(time.Second))
+		f.tick(c, float64(c.Rate()), frame*3/4, 2) // mostly behind part of one frame
+	}
+	if c.Rate() < 2e6 {
+		t.Fatalf("rate after 1 s loaded at Min with only its own serialisation delay = %d (state %s), want growth", c.Rate(), c.State())
+	}
+	// Without the allowance it would not grow: the same delay at a rate where one frame is
+	// short is a queue over Target.
+	c2 := NewLifeline(DefaultLifeline(Bounds{Min: 1e6, Base: 40e6, Max: 80e6}))
+	f2 := &feeder{now: time.Unix(0, 0)}
+	f2.tick(c2, 40e6, 0, 1)
+	for i := 0; i < 20; i++ {
+		f2.tick(c2, float64(c2.Rate()), 9*time.Millisecond, 2)
+	}
+	if c2.Rate() >= 40e6 {
+		t.Fatalf("9 ms of queue at 40 Mbit/s: rate %d (state %s), want a cut", c2.Rate(), c2.State())
+	}
+}

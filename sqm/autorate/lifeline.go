@@ -39,16 +39,24 @@ type LifelineConfig struct {
 	// QueueMedianOf: the current queue is the median of this many latest samples (one late
 	// packet is not a queue).
 	QueueMedianOf int
+	// QueueWindow: of those, only the ones sent within this time of the newest.
+	QueueWindow time.Duration
 	// MinChange: smaller relative changes are not applied (no churn of tc calls).
 	MinChange float64
+	// MTU is the largest frame (bytes) the shaper sends: a probe waits behind up to one of
+	// them at our rate, a delay the shaper itself causes and no rate change removes. Target
+	// and Congested are raised to 1.5 and 3 frame times when those are longer, so that at low
+	// rates (12 ms per frame at 1 Mbit/s) the controller does not take its own serialisation
+	// for a queue and spiral down to Min (seen on the real kernel, not in the FIFO model).
+	MTU int
 }
 
 // DefaultLifeline returns the tuned defaults within b.
 func DefaultLifeline(b Bounds) LifelineConfig {
 	return LifelineConfig{
 		Bounds:        b,
-		Target:        5 * time.Millisecond,
-		Congested:     12 * time.Millisecond,
+		Target:        4500 * time.Microsecond,
+		Congested:     10 * time.Millisecond,
 		Drain:         250 * time.Millisecond,
 		Floor:         0.2,
 		Headroom:      0.9,
@@ -61,7 +69,9 @@ func DefaultLifeline(b Bounds) LifelineConfig {
 		ReportDrift:   0.02,
 		LoadedShare:   0.8,
 		MinChange:     0.005,
-		QueueMedianOf: 3,
+		QueueMedianOf: 4,
+		QueueWindow:   70 * time.Millisecond,
+		MTU:           1514,
 	}
 }
 
@@ -82,7 +92,10 @@ type qpoint struct {
 //     from DelaySample.ReceivedAt when the source sets it (exact, not rounded to the caller's
 //     tick), which notices a stuck probe one tick sooner.
 //   - It grows cubic-like (slow near the last capacity, doubling speed while no delay shows)
-//     only while the direction is loaded, and never moves at idle.
+//     only while the direction is loaded, and never moves at idle. Real congestion restarts
+//     the growth from its slowest; a small drain only slows it to a quarter.
+//   - Its own serialisation (one frame at its rate) is not taken for a queue: Target and
+//     Congested grow to 1.5 and 3 frame times at low rates (3 and 6 near Min).
 //   - A modem hint caps the rate at 1.1 × the modem's capacity and lets a ramp jump to it.
 type Lifeline struct {
 	cfg  LifelineConfig
@@ -165,7 +178,12 @@ func (c *Lifeline) Observe(s Sample) {
 	if n := len(c.hist); n > 0 {
 		k := max(cfg.QueueMedianOf, 1)
 		last := make([]float64, 0, k)
-		for i := max(0, n-k); i < n; i++ {
+		for i := n - 1; i >= max(0, n-k); i-- {
+			// Only samples sent within QueueWindow of the newest: with sparse probes the
+			// median of a fixed count would look too far back.
+			if len(last) > 0 && cfg.QueueWindow > 0 && c.hist[n-1].sent.Sub(c.hist[i].sent) > cfg.QueueWindow {
+				break
+			}
 			last = append(last, c.hist[i].q)
 		}
 		sort.Float64s(last)
@@ -177,7 +195,18 @@ func (c *Lifeline) Observe(s Sample) {
 		blind = s.OldestPending.Seconds() - c.reportBase
 	}
 
-	target := cfg.Target.Seconds()
+	target, congested := cfg.Target.Seconds(), cfg.Congested.Seconds()
+	if cfg.MTU > 0 && c.rate > 0 {
+		frame := float64(cfg.MTU) * 8 / c.rate
+		k := 1.5
+		if c.rate < 1.5*float64(cfg.Min) {
+			// Near the floor a drain cannot lower the rate much anyway, and on the real
+			// kernel a probe through CAKE's ingress waits behind up to two frames: allow
+			// that, or a direction cut to Min never grows out of it.
+			k = 3
+		}
+		target, congested = max(target, k*frame), max(congested, 2*k*frame)
+	}
 	newRate := c.rate
 	switch {
 	case blind > cfg.BlindAfter.Seconds() && blind > q:
@@ -189,8 +218,7 @@ func (c *Lifeline) Observe(s Sample) {
 			c.lastBlind = s.At
 		}
 		c.state = "blind-cut"
-	case q > target && (loaded || q > cfg.Congested.Seconds()):
-		c.lastCong = s.At
+	case q > target && (loaded || q > congested):
 		if est, ok := c.gradientCapacity(); ok {
 			c.capEst = est
 		} else if c.capEst == 0 && haveRate {
@@ -198,11 +226,21 @@ func (c *Lifeline) Observe(s Sample) {
 		}
 		if c.capEst > 0 {
 			f := 1 - (q-target)/cfg.Drain.Seconds()
-			if q > cfg.Congested.Seconds() {
+			if q > congested {
 				f = min(f, cfg.Headroom) // real congestion: settle below the estimate
 			}
 			newRate = c.capEst * min(max(f, cfg.Floor), 1)
 			c.state = "drain"
+		}
+		// Real congestion restarts the growth from its slowest; a small queue (or a jitter
+		// spike taken for one) only slows it to a quarter, so that a ramp to a much higher
+		// capacity is not set back to the start by one noisy sample.
+		switch {
+		case q > congested || c.lastCong.IsZero():
+			c.lastCong = s.At
+		case newRate < c.rate:
+			since := max(s.At.Sub(c.lastCong)-2*cfg.GrowDoubling, 0)
+			c.lastCong = s.At.Add(-since)
 		}
 	case loaded:
 		// Grow: slow just after congestion, doubling speed while none shows.

@@ -142,10 +142,11 @@ func WritePlot(w io.Writer, sc Scenario, series []Series) error {
 		lx, plotH-18, lx+20, plotH-18, lx+24, plotH-14)
 	lx += 90
 	for _, s := range series {
-		fmt.Fprintf(bw, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">%s (rate above, latency below)</text>`+"\n",
+		fmt.Fprintf(bw, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">%s</text>`+"\n",
 			lx, plotH-18, lx+20, plotH-18, s.Color, lx+24, plotH-14, esc(s.Name))
-		lx += 260
+		lx += 44 + 7*float64(len(s.Name))
 	}
+	fmt.Fprintf(bw, `<text x="%.1f" y="%.1f" fill="#555">shaper rate above, added latency (log) below</text>`+"\n", lx+8, plotH-14)
 	fmt.Fprintln(bw, `</svg>`)
 	return bw.Flush()
 }
