@@ -34,8 +34,13 @@ EXTRA_BENCHES += bench-failover
 VMBIN        := build/vmbin
 # TCG sustains far less than the seed's 220 Mbit/s through kernel WireGuard
 # (emulated crypto): see lab/README.md for the measurement behind these.
+# The guest runs on a virtual clock (qemu -icount, shift 0: a 1000 MIPS
+# guest), so host load makes a run slower, not noisier.
+VM_FLAGS     ?= --clock-shift 0
 VM_LAB_FLAGS ?= --fiber 20mbit --lte 8mbit
-REINJECTION_FLAGS ?=
+# The kernel alone decides what to re-inject: the supervisor's DATA_ACK
+# nudge off (--nudge on|both to compare with it).
+REINJECTION_FLAGS ?= --nudge off
 VM_FAILOVER_FLAGS ?= --scenario cut
 
 .PHONY: vmbin vm-failover bench-reinjection
@@ -44,12 +49,12 @@ vmbin:
 	CGO_ENABLED=0 $(GO) build -o $(VMBIN)/ ./cmd/lifeline ./cmd/lifeline-lab
 
 vm-failover: deps image-deps build vmbin ## one failover run in the VM lab: make vm-failover VM_FAILOVER_FLAGS='--scenario blackhole'
-	$(LAB) vm --bin-dir $(VMBIN) -- failover $(VM_LAB_FLAGS) $(VM_FAILOVER_FLAGS)
+	$(LAB) vm --bin-dir $(VMBIN) $(VM_FLAGS) -- failover $(VM_LAB_FLAGS) $(VM_FAILOVER_FLAGS)
 
 # Stock vs patched MPTCP re-injection (net.mptcp.reinject_limit=0/1) on our
 # kernel, 20 trials per arm of cut and blackhole, in one VM.
 bench-reinjection: deps image-deps build vmbin ## -> build/bench/reinjection.json + reinjection.svg
-	$(LAB) vm --bin-dir $(VMBIN) -- reinjection $(VM_LAB_FLAGS) \
+	$(LAB) vm --bin-dir $(VMBIN) $(VM_FLAGS) --timeout 90m -- reinjection $(VM_LAB_FLAGS) \
 		--out build/bench/reinjection.json --plot build/bench/reinjection.svg $(REINJECTION_FLAGS)
 
 EXTRA_BENCHES += bench-reinjection

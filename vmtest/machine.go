@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,7 +39,16 @@ type Machine struct {
 // prepended, the serial console is taken over: do not pass -serial). Every
 // console line is also written to echo when it is non-nil.
 func StartMachine(ctx context.Context, args []string, echo io.Writer) (*Machine, error) {
-	full := append(AccelArgs(), "-display", "none", "-monitor", "none", "-serial", "stdio")
+	accel := AccelArgs()
+	if slices.Contains(args, "-icount") {
+		// icount (a virtual clock) needs single-threaded TCG.
+		for i, a := range accel {
+			if a == "tcg,thread=multi" {
+				accel[i] = "tcg,thread=single"
+			}
+		}
+	}
+	full := append(accel, "-display", "none", "-monitor", "none", "-serial", "stdio")
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, qemuBinary(), full...)
 	cmd.WaitDelay = 2 * time.Second
