@@ -181,7 +181,7 @@ type worldFlags struct {
 	shaper                    float64
 	bin                       string
 	verbose                   bool
-	netem, cake               bool
+	netem, cake, noShaper     bool
 	sysctls                   sysctlFlag
 }
 
@@ -213,6 +213,7 @@ func addWorldFlags(fs *flag.FlagSet) *worldFlags {
 	fs.BoolVar(&w.verbose, "v", false, "log the lab's steps to stderr")
 	fs.BoolVar(&w.netem, "netem", false, "ISP links as kernel netem qdiscs instead of relays (needs sch_netem: run in the VM, see `lifeline-lab vm`)")
 	fs.BoolVar(&w.cake, "cake", false, "router-side shaping by the supervisor's CAKE instead of the lab's HTB (needs sch_cake)")
+	fs.BoolVar(&w.noShaper, "no-shaper", false, "leave the router's egress unshaped (the queue builds in the ISP's buffer)")
 	fs.Var(&w.sysctls, "sysctl", "key=value set in the router and conc namespaces (repeatable)")
 	return w
 }
@@ -229,6 +230,7 @@ func (f *worldFlags) options(stderr io.Writer) (Options, error) {
 		ShaperShare: f.shaper,
 		Netem:       f.netem,
 		CAKE:        f.cake,
+		NoShaper:    f.noShaper,
 		Sysctls:     f.sysctls,
 		Seed:        uint64(time.Now().UnixNano()),
 	}

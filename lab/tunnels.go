@@ -82,7 +82,7 @@ func (w *World) Config() (*config.Config, error) {
 			endpoint = fmt.Sprintf("%s:%d", ConcPublic, p.Port)
 		}
 		var shaper *sqm.UplinkConfig
-		if w.opt.CAKE {
+		if w.opt.CAKE && !w.opt.NoShaper {
 			shaper = &sqm.UplinkConfig{Egress: &sqm.DirectionConfig{Bandwidth: sqm.Rate(w.ShaperRate(p)), Diffserv: "besteffort"}}
 		}
 		c.Uplinks = append(c.Uplinks, config.Uplink{

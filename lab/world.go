@@ -70,6 +70,10 @@ type Options struct {
 	// the shaper share, from the uplink's "sqm" config) instead of the
 	// lab's HTB + bfifo stand-in. Needs sch_cake (the VM).
 	CAKE bool
+	// NoShaper leaves the router's egress unshaped: the queue then builds
+	// in the ISP's deep buffer, and what it holds at a cut is what MPTCP
+	// later re-injects from a stale acknowledged point.
+	NoShaper bool
 	// Sysctls ("key=value") are set in the router and conc namespaces
 	// after the lab's own, e.g. net.mptcp.reinject_limit=0 to run the
 	// stock re-injection on our kernel.
@@ -155,7 +159,12 @@ func (p *Path) TunnelAddr() string { return fmt.Sprintf("10.55.%d.2/24", p.Index
 func (p *Path) TunnelPeer() string { return fmt.Sprintf("10.55.%d.1", p.Index) }
 
 // ShaperRate is the router-side HTB rate in bit/s.
-func (w *World) ShaperRate(p *Path) uint64 { return uint64(float64(p.Link.Rate) * w.opt.ShaperShare) }
+func (w *World) ShaperRate(p *Path) uint64 {
+	if w.opt.NoShaper {
+		return p.Link.Rate
+	}
+	return uint64(float64(p.Link.Rate) * w.opt.ShaperShare)
+}
 
 // World is a built lab. Close tears it down; it is safe to call twice.
 type World struct {
@@ -286,8 +295,8 @@ func Build(ctx context.Context, opt Options) (w *World, err error) {
 		}
 	}
 	for _, p := range w.Paths {
-		if opt.CAKE {
-			break // the supervisor's SQM shapes (see Config)
+		if opt.CAKE || opt.NoShaper {
+			break // the supervisor's SQM shapes (see Config), or nothing does
 		}
 		if err := w.shape(ctx, p); err != nil {
 			return w, err
