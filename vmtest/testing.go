@@ -85,6 +85,10 @@ type GoTestOptions struct {
 	// Timeout bounds the VM run (default 5 minutes).
 	Timeout time.Duration
 	CPUs    int
+	// VirtualClock runs the guest on a virtual clock (Options.VirtualClock):
+	// for tests whose protocol timeouts (a WPA handshake, a probe) must
+	// not fire because the host is busy.
+	VirtualClock bool
 }
 
 // GoTest compiles the test binary of the package in the working directory
@@ -128,7 +132,7 @@ func GoTest(t testing.TB, o GoTestOptions) {
 		args = append(args, shellQuote(a))
 	}
 	script := "mkdir -p /vmtest/pkg && cd /vmtest/pkg && /vmtest/pkg.test " + strings.Join(args, " ") + "\n"
-	res := RunT(t, Options{Files: files, Tools: o.Tools, Script: script, Timeout: o.Timeout, CPUs: o.CPUs})
+	res := RunT(t, Options{Files: files, Tools: o.Tools, Script: script, Timeout: o.Timeout, CPUs: o.CPUs, VirtualClock: o.VirtualClock, VirtualClockShift: 1})
 	if res.ExitCode != 0 {
 		t.Fatalf("guest test binary exited with %d", res.ExitCode)
 	}
