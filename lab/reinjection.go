@@ -190,7 +190,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 				res = &Result{Scenario: string(v.Scen), Error: fmt.Sprint(err)}
 			}
 			if rep.Settings == nil {
-				rep.Settings = res.Settings
+				rep.Settings = maps.Clone(res.Settings)
 				delete(rep.Settings, "sysctls")
 				rep.Settings["scenarios"] = *scen
 				rep.Settings["nudge"] = *nudge
