@@ -67,6 +67,11 @@ func TestLinkHooksAndPortLink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The simulator answers before it runs the action (as a modem says OK
+	// before the link follows): wait for the down hook, then count.
+	for deadline := time.Now().Add(5 * time.Second); downs.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if ups.Load() != 1 || downs.Load() != 1 {
 		t.Fatalf("hooks up=%d down=%d, want 1 and 1 (a second activation is not a new call)", ups.Load(), downs.Load())
 	}
