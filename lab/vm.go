@@ -128,7 +128,7 @@ func cmdVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	if err != nil {
 		if res != nil {
-			fmt.Fprintf(stderr, "vm: serial console (last lines):\n%s\n", tail(res.Console, 40))
+			fmt.Fprintf(stderr, "vm: serial console (last lines):\n%s\n", vmtest.LastLines(res.Console, 40))
 		}
 		return fmt.Errorf("vm: %w", err)
 	}
@@ -147,14 +147,6 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }
 
 // vmFilter passes the guest's output through live, except the base64 file

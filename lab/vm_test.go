@@ -39,7 +39,7 @@ func TestVMLabFailover(t *testing.T) {
 		"--cut-at", "2s", "--restore-after", "2s", "--json"}, &stdout, &stderr)
 	t.Logf("stderr:\n%s", stderr.String())
 	if err != nil {
-		t.Fatalf("lifeline-lab vm -- failover: %v\n%s", err, tail(stdout.String(), 40))
+		t.Fatalf("lifeline-lab vm -- failover: %v\n%s", err, vmtest.LastLines(stdout.String(), 40))
 	}
 	// The guest's output: progress on stderr, then the indented JSON object.
 	lines := strings.Split(stdout.String(), "\n")
@@ -53,11 +53,11 @@ func TestVMLabFailover(t *testing.T) {
 		}
 	}
 	if first < 0 || last < first {
-		t.Fatalf("no JSON result in the guest's output:\n%s", tail(stdout.String(), 40))
+		t.Fatalf("no JSON result in the guest's output:\n%s", vmtest.LastLines(stdout.String(), 40))
 	}
 	var r Result
 	if err := json.Unmarshal([]byte(strings.Join(lines[first:last+1], "\n")), &r); err != nil {
-		t.Fatalf("result: %v\n%s", err, tail(stdout.String(), 40))
+		t.Fatalf("result: %v\n%s", err, vmtest.LastLines(stdout.String(), 40))
 	}
 	if r.TunnelKinds["fiber"] != "wireguard" || r.TunnelKinds["lte"] != "wireguard" {
 		t.Errorf("tunnel kinds %v, want the kernel's wireguard for both", r.TunnelKinds)

@@ -64,7 +64,7 @@ func bootToReady(tb testing.TB, img string, echo bool) time.Duration {
 	defer m.Kill()
 	line, err := m.WaitForLine(ctx, readyLine)
 	if err != nil {
-		tb.Fatalf("%v\nserial console (last lines):\n%s", err, lastLines(m.Console(), 80))
+		tb.Fatalf("%v\nserial console (last lines):\n%s", err, LastLines(m.Console(), 80))
 	}
 	d := time.Since(m.Started())
 	tb.Logf("ready after %v: %s", d.Round(10*time.Millisecond), line)

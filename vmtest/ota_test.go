@@ -108,7 +108,7 @@ func gokUpdate(ctx context.Context, t *testing.T, root, gok, addr, name string, 
 	up.Env = append(os.Environ(), "GOFLAGS=")
 	log, err := up.CombinedOutput()
 	if err != nil {
-		t.Fatalf("gok update %s: %v\n%s", name, err, lastLines(string(log), 40))
+		t.Fatalf("gok update %s: %v\n%s", name, err, LastLines(string(log), 40))
 	}
 	// gok logs "Build timestamp: <ts>" for the build it pushed.
 	for _, l := range strings.Split(string(log), "\n") {

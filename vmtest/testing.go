@@ -48,7 +48,7 @@ func RunT(t testing.TB, opts Options) *Result {
 	if err != nil {
 		console := ""
 		if res != nil {
-			console = lastLines(res.Console, 60)
+			console = LastLines(res.Console, 60)
 		}
 		t.Fatalf("vmtest.Run (%s: %s): %v\nserial console (last lines):\n%s", accel, why, err, console)
 	}
@@ -145,7 +145,8 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func lastLines(s string, n int) string {
+// LastLines returns the last n lines of s (for failure messages).
+func LastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
