@@ -155,13 +155,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *trials < 1 {
 		return fmt.Errorf("--trials %d: want at least 1", *trials)
 	}
-	var scenarios []Fault
-	for _, s := range strings.Split(*scen, ",") {
-		f, err := ParseFault(strings.TrimSpace(s))
-		if err != nil {
-			return fmt.Errorf("--scenarios: %w", err)
-		}
-		scenarios = append(scenarios, f)
+	scenarios, err := parseScenarios(*scen)
+	if err != nil {
+		return err
 	}
 	o, err := fo.options(wf, stderr)
 	if err != nil {
@@ -241,6 +237,19 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "report: %s\n", *out)
 	return ctx.Err()
+}
+
+// parseScenarios reads --scenarios: a comma-separated list of faults.
+func parseScenarios(list string) ([]Fault, error) {
+	var fs []Fault
+	for _, s := range strings.Split(list, ",") {
+		f, err := ParseFault(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--scenarios: %w", err)
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }
 
 // Bench defaults: long enough for a steady fiber rate before the fault and

@@ -41,7 +41,7 @@ func cmdVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	vclock := fs.Bool("virtual-clock", true, "under TCG, run the guest on a virtual clock (qemu -icount): host load slows the run but does not show up as delay")
 	shift := fs.Int("clock-shift", 1, "with --virtual-clock: each guest instruction is 2^shift ns (1: a 500 MIPS guest)")
 	plain := fs.Bool("plain", false, "do not add --netem --cake to the command (run it as on the host)")
-	var extra sysctlFlag // reused as a plain string list
+	var extra []string
 	fs.Func("tool", "extra host program to copy into the guest (repeatable)", func(v string) error { extra = append(extra, v); return nil })
 	shell := fs.String("script", "", "run this shell script in the guest instead of a lab command (debugging; /lab holds the binaries)")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +93,7 @@ func cmdVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		run = rest[1]
 	}
 	// Under TCG the guest's kernel WireGuard is bound by emulated crypto
-	// (~30 Mbit/s measured with iperf3 through one tunnel); a plain
+	// (30-87 Mbit/s with iperf3 through one tunnel, lab/testdata/vm-wg-iperf.sh); a plain
 	// qemu64 model ran it no slower than "max" and veth TCP faster, so it
 	// is the lab's default. LIFELINE_QEMU_CPU still wins.
 	if os.Getenv("LIFELINE_QEMU_CPU") == "" {
@@ -232,4 +232,4 @@ func extractVMFiles(output, dir string) ([]string, error) {
 // guestGOMAXPROCS is the guest programs' GOMAXPROCS: under TCG an idle Go
 // scheduler's spinning threads and timers cost emulated CPU that the
 // tunnels' crypto needs.
-var guestGOMAXPROCS = 1
+const guestGOMAXPROCS = 1
