@@ -44,9 +44,10 @@ type Options struct {
 }
 
 type path struct {
-	name   string
-	cfg    wg.Config
-	prefix netip.Prefix
+	name     string
+	cfg      wg.Config
+	prefix   netip.Prefix
+	initCwnd int
 }
 
 func plan(cfg *config.Config) (wgtypes.Key, []path, error) {
@@ -67,8 +68,9 @@ func plan(cfg *config.Config) (wgtypes.Key, []path, error) {
 		tun := netip.MustParsePrefix(w.Address)
 		peer := netip.MustParseAddr(w.PeerAddress)
 		ps = append(ps, path{
-			name:   u.Name,
-			prefix: tun.Masked(),
+			name:     u.Name,
+			prefix:   tun.Masked(),
+			initCwnd: u.InitCwnd(),
 			cfg: wg.Config{
 				Name:       w.ConcentratorInterface,
 				PrivateKey: key,
@@ -115,7 +117,8 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("path %s: wireguard %s: %w", p.name, p.cfg.Name, err)
 		}
 		// rto_min on the route back to the router's tunnel address: the
-		// kernel's 200 ms floor dwarfs a 5–40 ms path.
+		// kernel's 200 ms floor dwarfs a 5–40 ms path. A backup path gets
+		// the larger initial window, for downloads failing over to it.
 		l, err := netlink.LinkByName(p.cfg.Name)
 		if err != nil {
 			return fmt.Errorf("LinkByName(%s): %w", p.cfg.Name, err)
@@ -128,6 +131,7 @@ func Run(ctx context.Context, o Options) error {
 			Protocol:   2, // kernel: replace the connected route in place
 			RtoMin:     10,
 			RtoMinLock: true,
+			InitCwnd:   p.initCwnd,
 		}
 		if err := netlink.RouteReplace(r); err != nil {
 			return fmt.Errorf("RouteReplace(%v): %w", r, err)

@@ -204,7 +204,7 @@ func applyUplink(log *slog.Logger, nl Netlink, wgm *wg.Manager, p *uplinkPlan) e
 	}
 	// The tunnel's own table: subflows bound to this tunnel's address
 	// leave through this tunnel, whatever the main table prefers.
-	tdef := &netlink.Route{Dst: defaultNet(), LinkIndex: tl.Attrs().Index, Table: p.tunnelTable(), Scope: netlink.SCOPE_LINK, RtoMin: rtoMinMS, RtoMinLock: true}
+	tdef := &netlink.Route{Dst: defaultNet(), LinkIndex: tl.Attrs().Index, Table: p.tunnelTable(), Scope: netlink.SCOPE_LINK, RtoMin: rtoMinMS, RtoMinLock: true, InitCwnd: p.u.InitCwnd()}
 	if err := nl.RouteReplace(tdef); err != nil {
 		return fmt.Errorf("RouteReplace(%v): %w", tdef, err)
 	}
@@ -284,6 +284,7 @@ func serviceRoute(p *uplinkPlan, svc netip.Addr, tl netlink.Link) *netlink.Route
 		Scope:      netlink.SCOPE_LINK,
 		RtoMin:     rtoMinMS,
 		RtoMinLock: true,
+		InitCwnd:   p.u.InitCwnd(),
 	}
 }
 

@@ -283,6 +283,13 @@ func TestApplyAndAdopt(t *testing.T) {
 	if r := w.ip(w.r, "route", "show", "table", "201"); !strings.Contains(r, "default dev "+w.fiberWG) || !strings.Contains(r, "rto_min lock 10ms") {
 		t.Errorf("table 201 = %q, want default dev %s with rto_min lock 10ms", r, w.fiberWG)
 	}
+	if r := w.ip(w.r, "route", "show", "table", "201"); strings.Contains(r, "initcwnd") {
+		t.Errorf("table 201 = %q: the primary's tunnel keeps the kernel's initial window", r)
+	}
+	// The backup's idle subflow starts a failover with its initial window.
+	if r := w.ip(w.r, "route", "show", "table", "202"); !strings.Contains(r, "default dev "+w.lteWG) || !strings.Contains(r, "initcwnd 32") {
+		t.Errorf("table 202 = %q, want default dev %s with initcwnd 32", r, w.lteWG)
+	}
 	if r := w.ip(w.r, "route", "show", "table", "101"); !strings.Contains(r, "default via 100.64.1.1 dev fiber0") || !strings.Contains(r, "unreachable default") {
 		t.Errorf("table 101 = %q, want the uplink default and an unreachable last resort", r)
 	}
