@@ -183,6 +183,7 @@ type worldFlags struct {
 	verbose                   bool
 	netem, cake, noShaper     bool
 	sysctls                   sysctlFlag
+	ispBuffer                 durFlag
 }
 
 // sysctlFlag collects repeated --sysctl key=value.
@@ -215,6 +216,7 @@ func addWorldFlags(fs *flag.FlagSet) *worldFlags {
 	fs.BoolVar(&w.cake, "cake", false, "router-side shaping by the supervisor's CAKE instead of the lab's HTB (needs sch_cake)")
 	fs.BoolVar(&w.noShaper, "no-shaper", false, "leave the router's egress unshaped (the queue builds in the ISP's buffer)")
 	fs.Var(&w.sysctls, "sysctl", "key=value set in the router and conc namespaces (repeatable)")
+	fs.Var(&w.ispBuffer, "isp-buffer", "the ISP side's buffer per path, in time at its line rate (0: 100ms)")
 	return w
 }
 
@@ -232,6 +234,7 @@ func (f *worldFlags) options(stderr io.Writer) (Options, error) {
 		CAKE:        f.cake,
 		NoShaper:    f.noShaper,
 		Sysctls:     f.sysctls,
+		ISPBuffer:   time.Duration(f.ispBuffer),
 		Seed:        uint64(time.Now().UnixNano()),
 	}
 	if f.verbose {

@@ -124,6 +124,8 @@ func logic() (int, error) {
 	mem := flag.Int("m", 2048, "guest memory in MiB (the scripts' files live in tmpfs)")
 	cpus := flag.Int("smp", 2, "guest CPUs")
 	verbose := flag.Bool("v", false, "stream guest output to stdout")
+	virtual := flag.Bool("virtual-clock", false, "run the guest on a virtual clock (qemu -icount, TCG only): guest time follows executed instructions, so host load does not change simult_flows' transfer times")
+	shift := flag.Int("clock-shift", 0, "with -virtual-clock: icount shift (0 = one instruction per ns)")
 	maxDelta := flag.Float64("max-throughput-delta", 2, "simult_flows: allowed slowdown of a kernel against the baseline, percent")
 	reparse := flag.Bool("reparse", false, "no VM: re-read the logs of the runs in -out and redo the comparison")
 	merge := flag.String("merge", "", "with -reparse: also take the runs of this results file (e.g. extra simult_flows rounds)")
@@ -170,6 +172,9 @@ func logic() (int, error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	accel, why := vmtest.Accel()
+	if *virtual && accel == "tcg" {
+		why += fmt.Sprintf("; virtual clock, icount shift %d", *shift)
+	}
 	res := &Results{Started: time.Now().UTC(), Accel: accel + " (" + why + ")", Baseline: kernels[0].Label,
 		Kernels: []*Kernel(kernels), Tools: tools, Missing: missing}
 	fmt.Printf("selftest: %d script(s) x %d kernel(s) x %d round(s), QEMU %s\n", len(list), len(kernels), *rounds, res.Accel)
@@ -184,7 +189,7 @@ func logic() (int, error) {
 			}
 			for _, k := range order {
 				r := runOne(ctx, k, t, round, runConfig{files: files, tools: tools, logDir: *logDir,
-					timeout: *timeout, mem: *mem, cpus: *cpus, verbose: *verbose})
+					timeout: *timeout, mem: *mem, cpus: *cpus, verbose: *verbose, virtual: *virtual, shift: *shift})
 				res.Runs = append(res.Runs, r)
 				fmt.Printf("selftest: round %d %-8s %-28s %-7s exit %d  %4d pass %3d fail %3d skip %2d flaky  %6.0f s\n",
 					round, k.Label, t, r.Status, r.ExitCode, r.Counts.Pass, r.Counts.Fail, r.Counts.Skip, r.Counts.Ignored, r.WallSeconds)
@@ -293,6 +298,8 @@ type runConfig struct {
 	timeout   time.Duration
 	mem, cpus int
 	verbose   bool
+	virtual   bool
+	shift     int
 }
 
 var (
@@ -337,6 +344,7 @@ exit $rc
 	vr, err := vmtest.Run(ctx, vmtest.Options{
 		Kernel: k.Path, Files: c.files, Tools: c.tools, Script: script,
 		Timeout: c.timeout, MemoryMB: c.mem, CPUs: c.cpus, Output: out,
+		VirtualClock: c.virtual, VirtualClockShift: c.shift,
 	})
 	r.WallSeconds = time.Since(start).Seconds()
 	output := ""
