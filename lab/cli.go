@@ -361,10 +361,12 @@ func cmdSend(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(&size, "size", "bytes to upload")
 	seed := fs.Uint64("seed", 1, "payload seed")
 	out := fs.String("out", "", "summary JSON file")
+	var sndbuf sizeFlag
+	fs.Var(&sndbuf, "sndbuf", "SO_SNDBUF (0: the kernel's autotuning)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return Send(ctx, *to, int64(size), *seed, *out, stderr)
+	return Send(ctx, *to, int64(size), *seed, int(sndbuf), *out, stderr)
 }
 
 func cmdRecv(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -426,6 +428,8 @@ type failoverFlags struct {
 	noNudge                          bool
 	modemSim                         string
 	loss                             float64
+	sndbuf                           sizeFlag
+	initCwnd                         int
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
@@ -442,6 +446,8 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.BoolVar(&f.noNudge, "no-nudge", false, "turn off the supervisor's DATA_ACK nudge (for comparison)")
 	fs.Var(percentFlag{&f.loss}, "loss", "random loss for --scenario loss, both directions (e.g. 5%)")
 	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
+	fs.Var(&f.sndbuf, "sndbuf", "SO_SNDBUF on the uploader's MPTCP socket (0: the kernel's autotuning; the kernel copies it to every subflow)")
+	fs.IntVar(&f.initCwnd, "backup-initcwnd", 0, "the supervisor's failover.backup_initcwnd (0: the config default)")
 	return f
 }
 
@@ -452,6 +458,9 @@ func (f *failoverFlags) tweak(c *config.Config) {
 		c.Failover.MinTimeout = config.Duration(f.minTimeout)
 	}
 	c.Failover.NoNudge = f.noNudge
+	if f.initCwnd != 0 {
+		c.Failover.BackupInitCwnd = f.initCwnd
+	}
 }
 
 func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptions, error) {
@@ -480,6 +489,10 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 		RestoreAfter: time.Duration(f.restoreAfter),
 		FlapPeriod:   time.Duration(f.flap),
 		StallTimeout: time.Duration(f.stall),
+		SendBuffer:   int64(f.sndbuf),
+	}
+	if f.initCwnd < 0 || f.initCwnd > 1024 {
+		return o, fmt.Errorf("--backup-initcwnd %d: want 1 to 1024 segments (0: the default)", f.initCwnd)
 	}
 	if sc == FaultFlap && 2*o.FlapPeriod >= o.RestoreAfter {
 		return o, fmt.Errorf("--restore-after %v must exceed two --flap-period (%v)", o.RestoreAfter, 2*o.FlapPeriod)

@@ -39,6 +39,8 @@ type FailoverOptions struct {
 	Seed     uint64
 	// Loss is the loss fault's random loss rate (default 5 %).
 	Loss float64
+	// SendBuffer is the uploader's SO_SNDBUF (0: the kernel's autotuning).
+	SendBuffer int64
 }
 
 // Breakdown accounts for the fault's stall, each in ms after the fault.
@@ -252,6 +254,7 @@ func (o *FailoverOptions) settings() map[string]string {
 		"router_shaper":   map[bool]string{false: "htb+bfifo", true: "cake"}[o.World.CAKE],
 		"router_unshaped": strconv.FormatBool(o.World.NoShaper),
 		"sysctls":         strings.Join(o.World.Sysctls, " "),
+		"sndbuf":          strconv.FormatInt(o.SendBuffer, 10),
 	}
 }
 
@@ -285,7 +288,7 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	}
 	sp, err := w.start("send", w.Router, false, o.World.LabBin, "send",
 		"--to", fmt.Sprintf("%s:%d", ServiceAddress, UploadPort), "--size", strconv.FormatInt(o.Size, 10),
-		"--seed", strconv.FormatUint(seed, 10), "--out", sendOut)
+		"--seed", strconv.FormatUint(seed, 10), "--sndbuf", strconv.FormatInt(o.SendBuffer, 10), "--out", sendOut)
 	if err != nil {
 		return err
 	}

@@ -192,6 +192,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 				delete(rep.Settings, "sysctls")
 				rep.Settings["scenarios"] = *scen
 				rep.Settings["nudge"] = *nudge
+				rep.Settings["args"] = strings.Join(args, " ")
 			}
 			res.Series, res.SubflowSeries = nil, nil
 			res.Evidence = trimEvidence(res.Evidence)

@@ -45,12 +45,14 @@ type SendSummary struct {
 }
 
 // Send uploads size bytes of the seeded stream to addr over one MPTCP
-// connection and writes a SendSummary to out. SO_SNDBUF is deliberately
-// left alone: the kernel copies it to every subflow, and an 8 MB buffer let
-// the LTE subflow swallow megabytes of re-injected duplicates.
-func Send(ctx context.Context, addr string, size int64, seed uint64, out string, log io.Writer) error {
+// connection and writes a SendSummary to out. SO_SNDBUF is left to the
+// kernel unless sndbuf > 0: the kernel copies it to every subflow, and an
+// 8 MB buffer let the LTE subflow swallow megabytes of re-injected
+// duplicates on the stock kernel (the re-injection bench sets it to show
+// what the patch changes).
+func Send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, out string, log io.Writer) error {
 	s := &SendSummary{BinNS: int64(100 * time.Millisecond)}
-	err := send(ctx, addr, size, seed, s, log)
+	err := send(ctx, addr, size, seed, sndbuf, s, log)
 	if err != nil {
 		s.Error = err.Error()
 	}
@@ -60,7 +62,7 @@ func Send(ctx context.Context, addr string, size int64, seed uint64, out string,
 	return err
 }
 
-func send(ctx context.Context, addr string, size int64, seed uint64, s *SendSummary, log io.Writer) error {
+func send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, s *SendSummary, log io.Writer) error {
 	var d net.Dialer
 	d.Timeout = 10 * time.Second
 	d.SetMultipathTCP(true)
@@ -70,6 +72,11 @@ func send(ctx context.Context, addr string, size int64, seed uint64, s *SendSumm
 	}
 	defer c.Close()
 	tc := c.(*net.TCPConn)
+	if sndbuf > 0 {
+		if err := tc.SetWriteBuffer(sndbuf); err != nil {
+			return fmt.Errorf("SetWriteBuffer(%d): %w", sndbuf, err)
+		}
+	}
 	s.MPTCP, _ = tc.MultipathTCP()
 	if !s.MPTCP {
 		return fmt.Errorf("Dial(mptcp %s): connected, but the kernel fell back to plain TCP", addr)

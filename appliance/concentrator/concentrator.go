@@ -70,7 +70,7 @@ func plan(cfg *config.Config) (wgtypes.Key, []path, error) {
 		ps = append(ps, path{
 			name:     u.Name,
 			prefix:   tun.Masked(),
-			initCwnd: u.InitCwnd(),
+			initCwnd: cfg.Failover.InitCwnd(u),
 			cfg: wg.Config{
 				Name:       w.ConcentratorInterface,
 				PrivateKey: key,

@@ -111,6 +111,15 @@ type Failover struct {
 	// surviving tunnel, to send a fresh DATA_ACK on every subflow, so the
 	// kernel's re-injection starts where the receiver's data really ends.
 	NoNudge bool `json:"no_nudge,omitempty"`
+	// BackupInitCwnd is the initial congestion window (segments) both ends
+	// put on the routes into a backup uplink's tunnel; default 32, and 10
+	// is the kernel's own. A backup subflow idles until a failover, so it
+	// starts re-sending the dead path's unacknowledged data with its
+	// initial window: with 10 segments the hole behind that data waits for
+	// a second round trip on the backup (a cut stalled 63.6 ms at p50 in
+	// the VM lab, 38.7 ms with 32). 32 segments (46 KB) cover what a shaped
+	// primary has in flight, and CAKE on the backup paces them.
+	BackupInitCwnd int `json:"backup_initcwnd,omitempty"`
 }
 
 // Role says whether an uplink carries traffic normally or only on failure.
@@ -121,20 +130,11 @@ const (
 	RoleBackup  Role = "backup"
 )
 
-// BackupInitCwnd is the initial congestion window (segments) both ends put
-// on the routes into a backup uplink's tunnel. A backup subflow idles until
-// a failover, so it starts re-sending the dead path's unacknowledged data
-// with its initial window; with the kernel's 10 segments the hole behind
-// that data waits for a second round trip on the backup (63.6 ms stall p50
-// after a cut in the VM lab, 38.7 ms with 32). 32 segments (46 KB) cover
-// what a shaped primary has in flight, and CAKE on the backup paces them.
-const BackupInitCwnd = 32
-
-// InitCwnd is the initial window for routes into this uplink's tunnel;
-// 0 keeps the kernel's default.
-func (u Uplink) InitCwnd() int {
+// InitCwnd is the initial window for routes into u's tunnel; 0 keeps the
+// kernel's default.
+func (f Failover) InitCwnd(u Uplink) int {
 	if u.Role == RoleBackup {
-		return BackupInitCwnd
+		return f.BackupInitCwnd
 	}
 	return 0
 }
@@ -317,6 +317,9 @@ func (c *Config) SetDefaults() {
 	if f.HoldDown == 0 {
 		f.HoldDown = Duration(500 * time.Millisecond)
 	}
+	if f.BackupInitCwnd == 0 {
+		f.BackupInitCwnd = 32
+	}
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]
 		if u.Kind == "" {
@@ -404,6 +407,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Failover.ProbeInterval < Duration(time.Millisecond) {
 		return fieldErr("failover.probe_interval", "%v is below 1ms", c.Failover.ProbeInterval.D())
+	}
+	if n := c.Failover.BackupInitCwnd; n < 1 || n > 1024 {
+		return fieldErr("failover.backup_initcwnd", "%d segments: want 1 to 1024 (10 is the kernel's default)", n)
 	}
 	if len(c.Uplinks) == 0 {
 		return fieldErr("uplinks", "at least one uplink is required")

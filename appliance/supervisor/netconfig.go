@@ -47,6 +47,8 @@ type uplinkPlan struct {
 	key     wgtypes.Key
 	conc    wgtypes.Key
 	endp    *net.UDPAddr
+	// initCwnd for the tunnel's routes (0: the kernel's default).
+	initCwnd int
 }
 
 func (p *uplinkPlan) uplinkTable() int { return uplinkTableBase + p.index }
@@ -80,7 +82,7 @@ func plan(cfg *config.Config, nl Netlink) ([]*uplinkPlan, error) {
 	var ps []*uplinkPlan
 	for i, u := range cfg.Uplinks {
 		field := fmt.Sprintf("uplinks[%d]", i)
-		p := &uplinkPlan{index: i + 1, u: u, conc: conc}
+		p := &uplinkPlan{index: i + 1, u: u, conc: conc, initCwnd: cfg.Failover.InitCwnd(u)}
 		l, err := nl.LinkByName(u.Device)
 		if err != nil {
 			return nil, fmt.Errorf("%s.device: %q: %w", field, u.Device, err)
@@ -204,7 +206,7 @@ func applyUplink(log *slog.Logger, nl Netlink, wgm *wg.Manager, p *uplinkPlan) e
 	}
 	// The tunnel's own table: subflows bound to this tunnel's address
 	// leave through this tunnel, whatever the main table prefers.
-	tdef := &netlink.Route{Dst: defaultNet(), LinkIndex: tl.Attrs().Index, Table: p.tunnelTable(), Scope: netlink.SCOPE_LINK, RtoMin: rtoMinMS, RtoMinLock: true, InitCwnd: p.u.InitCwnd()}
+	tdef := &netlink.Route{Dst: defaultNet(), LinkIndex: tl.Attrs().Index, Table: p.tunnelTable(), Scope: netlink.SCOPE_LINK, RtoMin: rtoMinMS, RtoMinLock: true, InitCwnd: p.initCwnd}
 	if err := nl.RouteReplace(tdef); err != nil {
 		return fmt.Errorf("RouteReplace(%v): %w", tdef, err)
 	}
@@ -284,7 +286,7 @@ func serviceRoute(p *uplinkPlan, svc netip.Addr, tl netlink.Link) *netlink.Route
 		Scope:      netlink.SCOPE_LINK,
 		RtoMin:     rtoMinMS,
 		RtoMinLock: true,
-		InitCwnd:   p.u.InitCwnd(),
+		InitCwnd:   p.initCwnd,
 	}
 }
 
