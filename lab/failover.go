@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,6 +42,11 @@ type FailoverOptions struct {
 	Loss float64
 	// SendBuffer is the uploader's SO_SNDBUF (0: the kernel's autotuning).
 	SendBuffer int64
+	// TraceFault samples the router's `ss -tinM` every few ms for the
+	// first TraceFault of the fault (0: off): how much each subflow
+	// holds unsent, its window, and the connection's snd_una, to see
+	// what re-injection hands to the backup and when a DATA_ACK moves it.
+	TraceFault time.Duration
 }
 
 // Breakdown accounts for the fault's stall, each in ms after the fault.
@@ -54,6 +60,28 @@ type Breakdown struct {
 	FirstLTEByteMs *float64 `json:"first_lte_byte_ms"`
 	// FirstNewByteMs: the receiver got data again, ending the fault's stall.
 	FirstNewByteMs *float64 `json:"first_new_byte_ms"`
+}
+
+// SSSample is one `ss -tinM` of the router at Ms after the fault.
+type SSSample struct {
+	Ms  float64 `json:"ms"`
+	Out string  `json:"ss"`
+}
+
+// traceSS samples the router's sockets until ctx ends or d has passed
+// since t0. Each sample forks ss: a few ms in the VM, so the samples are
+// as dense as that allows, not a fixed grid.
+func (w *World) traceSS(ctx context.Context, t0 time.Time, d time.Duration) []SSSample {
+	var out []SSSample
+	for time.Since(t0) < d && ctx.Err() == nil {
+		at := time.Since(t0)
+		b, err := exec.CommandContext(ctx, "ss", "-N", w.Router, "-tinMH", "state", "established").Output()
+		if err != nil {
+			break
+		}
+		out = append(out, SSSample{Ms: float64(at.Microseconds()) / 1000, Out: string(b)})
+	}
+	return out
 }
 
 // Evidence is what the lab captured when a transfer stopped progressing.
@@ -142,10 +170,12 @@ type Result struct {
 	SubflowSeries map[string][]float64 `json:"subflow_tx_100ms_mbps,omitempty"`
 	// AroundFault is the receiver's goodput per 10 ms from
 	// AroundFaultFromMs before the fault to AroundFaultToMs after it.
-	AroundFault []float64         `json:"around_fault_10ms_mbps,omitempty"`
-	Events      []RelEvent        `json:"events"`
-	Settings    map[string]string `json:"settings"`
-	Error       string            `json:"error,omitempty"`
+	AroundFault []float64  `json:"around_fault_10ms_mbps,omitempty"`
+	Events      []RelEvent `json:"events"`
+	// FaultTrace is what TraceFault sampled (ms after the fault).
+	FaultTrace []SSSample        `json:"fault_trace,omitempty"`
+	Settings   map[string]string `json:"settings"`
+	Error      string            `json:"error,omitempty"`
 
 	recv *RecvSummary
 	send *SendSummary
@@ -430,8 +460,23 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		if w.LossRate == 0 {
 			w.LossRate = 0.05
 		}
+		var traced chan []SSSample
+		traceStart := time.Now()
+		if o.TraceFault > 0 {
+			traced = make(chan []SSSample, 1)
+			go func() { traced <- w.traceSS(ctx, traceStart, o.TraceFault) }()
+		}
 		if t0, err = w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod); err != nil {
 			return err
+		}
+		if traced != nil {
+			shift := float64(t0.Sub(traceStart).Microseconds()) / 1000
+			defer func() {
+				res.FaultTrace = <-traced
+				for i := range res.FaultTrace {
+					res.FaultTrace[i].Ms -= shift
+				}
+			}()
 		}
 		// The MPTCP counters of the failover alone (not the whole run):
 		// duplicates at the receiver, MP_PRIO and re-injections.

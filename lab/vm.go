@@ -3,6 +3,7 @@ package lab
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -104,7 +105,7 @@ func cmdVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	script := env + "mkdir -p /out && cd /out\n" +
 		run + "\nrc=$?\n" +
 		"echo " + vmFilesBegin + "\n" +
-		"tar cf - . | base64\n" +
+		"tar cf - . | gzip -c | base64\n" +
 		"echo " + vmFilesEnd + "\n" +
 		"exit $rc\n"
 	clock := "real-time clock"
@@ -196,6 +197,16 @@ func extractVMFiles(output, dir string) ([]string, error) {
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		return nil, fmt.Errorf("vm: file block: %w", err)
+	}
+	// gzip'ed in the guest: the console lost lines of a 1 MB block once.
+	if len(raw) > 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("vm: file block: %w", err)
+		}
+		if raw, err = io.ReadAll(zr); err != nil {
+			return nil, fmt.Errorf("vm: file block: %w", err)
+		}
 	}
 	var files []string
 	tr := tar.NewReader(bytes.NewReader(raw))
