@@ -316,9 +316,12 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	sp, err := w.start("send", w.Router, false, o.World.LabBin, "send",
-		"--to", fmt.Sprintf("%s:%d", ServiceAddress, UploadPort), "--size", strconv.FormatInt(o.Size, 10),
-		"--seed", strconv.FormatUint(seed, 10), "--sndbuf", strconv.FormatInt(o.SendBuffer, 10), "--out", sendOut)
+	sendArgs := []string{"send", "--to", fmt.Sprintf("%s:%d", ServiceAddress, UploadPort), "--size", strconv.FormatInt(o.Size, 10),
+		"--seed", strconv.FormatUint(seed, 10), "--out", sendOut}
+	if o.SendBuffer > 0 {
+		sendArgs = append(sendArgs, "--sndbuf", strconv.FormatInt(o.SendBuffer, 10))
+	}
+	sp, err := w.start("send", w.Router, false, o.World.LabBin, sendArgs...)
 	if err != nil {
 		return err
 	}
@@ -654,6 +657,12 @@ func (w *World) startTxSampler(ifname string, dur time.Duration) *txSampler {
 // seriesFrom turns counter samples into Mbit/s per bin of binNS from
 // baseNS (the upload's first byte at the receiver).
 func seriesFrom(ss []txSample, baseNS, binNS int64) []float64 {
+	// No base (the receiver never accepted: a sender that failed at once)
+	// would put the samples ~1.7e10 bins from it: a run that died of that
+	// allocation in the VM lab.
+	if baseNS <= 0 || binNS <= 0 || len(ss) == 0 {
+		return nil
+	}
 	var out []float64
 	for i := 1; i < len(ss); i++ {
 		a, b := ss[i-1], ss[i]

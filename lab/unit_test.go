@@ -197,6 +197,11 @@ func TestSeriesFrom(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("seriesFrom = %v, want %v", got, want)
 	}
+	// A receiver that never got a byte has no base: no series (it used
+	// to allocate one bin per 100 ms since 1970 and was killed for it).
+	if got := seriesFrom([]txSample{at(0, 0), at(100, 5000)}, 0, int64(100*time.Millisecond)); got != nil {
+		t.Errorf("seriesFrom(base 0) = %d bins, want none", len(got))
+	}
 	for i := range want {
 		if math.Abs(got[i]-want[i]) > 1e-9 {
 			t.Errorf("bin %d = %v Mbit/s, want %v", i, got[i], want[i])
