@@ -30,7 +30,9 @@ type Backend interface {
 //
 //   - DelaySamples returns, oldest first, the probe results of uplink that reached the router
 //     strictly after `after` (by ReceivedAt, on the source's own clock; the zero time means
-//     "whatever you still hold"). Every sample must have SentAt, Delay and ReceivedAt set. The
+//     "whatever you still hold"). Every sample must have SentAt, Delay and ReceivedAt set, and
+//     IssuedAt when SentAt is not when the probe left the router (the download's one-way
+//     delay: SentAt is the far end's echo; OldestPending counts from IssuedAt). The
 //     Service passes the ReceivedAt of the last sample it got, so the source must keep at
 //     least ~2 s of results (the loop polls every Tick, 50 ms by default). Delay is the one-way
 //     delay of dir when the responder timestamps its echo (the clocks' offset cancels: only
@@ -127,6 +129,10 @@ type ServiceOptions struct {
 	EnsureRetry time.Duration
 	// Logf reports set-up failures and recoveries (once per change); nil = silent.
 	Logf func(format string, args ...any)
+	// OnDecision, when set, is called from the loop after every controller decision with
+	// the controller's input and the controller (for a bench or a debug log of what it saw
+	// and did; it must not block and must not keep s).
+	OnDecision func(uplink string, dir Dir, s autorate.Sample, ctrl autorate.Controller)
 }
 
 // Service keeps CAKE on a set of uplinks and runs the autorate loop of every
@@ -287,7 +293,12 @@ func newDirState(dir Dir, dc *DirectionConfig) *dirState {
 		if d.controller == ControllerCakeAutorate {
 			d.ctrl = autorate.NewBaseline(autorate.DefaultBaseline(b))
 		} else {
-			d.ctrl = autorate.NewLifeline(autorate.DefaultLifeline(b))
+			cfg := autorate.DefaultLifeline(b)
+			if dir == DirIngress {
+				// The ingress counter (the uplink's rx) is downstream of the modem's queue.
+				cfg = autorate.DefaultLifelineDownload(b)
+			}
+			d.ctrl = autorate.NewLifeline(cfg)
 		}
 		d.fixed = b.Base
 	}
@@ -395,10 +406,6 @@ func (s *Service) step(now time.Time) {
 				continue
 			}
 		}
-		pending := time.Duration(0)
-		if s.o.Delays != nil {
-			pending = s.o.Delays.OldestPending(u.name)
-		}
 		// Collect every direction's samples first: a probe that has not come back is
 		// attributed to the direction(s) it can be stuck in (see attributePending).
 		var ready []*dirState
@@ -411,6 +418,17 @@ func (s *Service) step(now time.Time) {
 				continue
 			}
 			ready = append(ready, d)
+		}
+		pending := time.Duration(0)
+		if s.o.Delays != nil && len(ready) > 0 {
+			// After the samples: a probe answered meanwhile is among them, not pending. The
+			// age is taken later than the tick's instant (the loop may run late); the
+			// controllers compare At − OldestPending with the probes' send times, so it is
+			// given as of At.
+			pending = s.o.Delays.OldestPending(u.name)
+			if lag := s.o.Clock.Now().Sub(now); lag > 0 && pending > 0 {
+				pending = max(pending-lag, 0)
+			}
 		}
 		for _, d := range ready {
 			if s.o.Delays != nil {
@@ -427,21 +445,25 @@ func (s *Service) step(now time.Time) {
 // one-way delay is this much below another direction's (see attributePending).
 const PendingMargin = 5 * time.Millisecond
 
-// attributePending gives d the age of the oldest unanswered probe unless another direction's
-// latest one-way delay shows a queue that d's does not: then the probe is most likely stuck
-// there. Without this, an upload that probes a little above the capacity makes every probe
-// late, and the download's controller cut itself to its minimum each time (seen on the real
-// kernel). With round trips only (both directions the same) both get it, as before.
+// attributePending gives d the age of the oldest unanswered probe, less the queue another
+// direction's latest one-way delay shows and d's does not: the probe's age is both legs'
+// queues, and that part of it is most likely in the other direction. Without this, an
+// upload that probes a little above the capacity makes every probe late, and the
+// download's controller took that for its own queue. Taking all of the pending age away
+// (as this once did) left a direction blind in a step of both directions at once: on the
+// real kernel after 80→10 the download's queue showed first and the upload kept its
+// 40 Mbit/s for 350 ms. With round trips only (both directions the same) both get it all.
 func attributePending(d *dirState, all []*dirState, pending time.Duration) time.Duration {
 	if pending == 0 || !d.haveExcess {
 		return pending
 	}
+	var elsewhere time.Duration
 	for _, o := range all {
 		if o != d && o.haveExcess && o.excess > d.excess+PendingMargin {
-			return 0
+			elsewhere = max(elsewhere, o.excess)
 		}
 	}
-	return pending
+	return max(pending-elsewhere, 0)
 }
 
 // collect reads the counter, the new probe results and the hint of one direction.
@@ -486,6 +508,9 @@ func (s *Service) applyDir(u *uplinkState, d *dirState) error {
 		return nil
 	}
 	d.ctrl.Observe(d.sample)
+	if s.o.OnDecision != nil {
+		s.o.OnDecision(u.name, d.dir, d.sample, d.ctrl)
+	}
 	want := min(max(d.ctrl.Rate(), d.bounds.Min), d.bounds.Max)
 	if !s.worthApplying(d, want) {
 		return nil

@@ -598,8 +598,14 @@ func TestAttributePending(t *testing.T) {
 	if got := attributePending(up, all, pending); got != pending {
 		t.Errorf("upload (queue rising): got %v, want %v", got, pending)
 	}
-	if got := attributePending(down, all, pending); got != 0 {
-		t.Errorf("download (no queue) got %v of pending, want 0", got)
+	// The download gets the age less the upload's 25 ms of queue: what the upload's queue
+	// does not explain.
+	// (25 ms within a millisecond: the baseline creeps up very slowly.)
+	if got, want := attributePending(down, all, pending), pending-25*time.Millisecond; got < want-time.Millisecond || got > want+time.Millisecond {
+		t.Errorf("download (no queue) got %v of pending, want %v", got, want)
+	}
+	if got := attributePending(down, all, 20*time.Millisecond); got != 0 {
+		t.Errorf("download with a pending age the upload's queue explains: got %v, want 0", got)
 	}
 	// Round trips only, or a step in both directions: both see the same, both get it.
 	feed(down, 45)
@@ -611,4 +617,67 @@ func TestAttributePending(t *testing.T) {
 	if got := attributePending(down, all, 0); got != 0 {
 		t.Errorf("nothing pending: got %v", got)
 	}
+}
+
+// The ingress is shaped after the modem's queue: its counter (the uplink's rx) reads what
+// left that queue, and its controller must know, or it takes the capacity it measures for
+// an input rate and divides it by the delay gradient once more.
+func TestServiceIngressControllerCountsOutput(t *testing.T) {
+	s, err := NewService(ServiceOptions{Backend: newFakeBackend()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := lteConfig("")
+	cfg.Ingress = &DirectionConfig{Bandwidth: 50e6, Autorate: &AutorateConfig{Enabled: true, Min: 2e6, Max: 80e6}}
+	if err := s.Apply([]Uplink{{Name: "lte", Device: "wwan0", Config: cfg}}); err != nil {
+		t.Fatal(err)
+	}
+	u := s.uplinks["lte"]
+	if len(u.dirs) != 2 {
+		t.Fatalf("%d directions, want 2", len(u.dirs))
+	}
+	for _, d := range u.dirs {
+		l, ok := d.ctrl.(*autorate.Lifeline)
+		if !ok {
+			t.Fatalf("%v: controller %T, want *autorate.Lifeline", d.dir, d.ctrl)
+		}
+		if got, want := l.Config().CountsOutput, d.dir == DirIngress; got != want {
+			t.Errorf("%v: CountsOutput %v, want %v", d.dir, got, want)
+		}
+	}
+}
+
+// OnDecision sees every decision of an autorate direction with the sample the controller
+// got (the VM bench logs the controller's inputs through it).
+func TestServiceOnDecision(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		be := newFakeBackend()
+		w := &world{be: be, dev: "wwan0", capa: func(time.Time) float64 { return 40e6 }, loaded: func(time.Time) bool { return true }}
+		var calls, delays int
+		var last autorate.Sample
+		s, err := NewService(ServiceOptions{Backend: be, Delays: w, Counters: w,
+			OnDecision: func(uplink string, dir Dir, sm autorate.Sample, c autorate.Controller) {
+				if uplink != "lte" || dir != DirEgress {
+					t.Errorf("OnDecision(%q, %v): only lte's egress runs autorate", uplink, dir)
+				}
+				if _, ok := c.(*autorate.Lifeline); !ok {
+					t.Errorf("OnDecision: controller %T", c)
+				}
+				calls++
+				delays += len(sm.Delays)
+				last = sm
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Apply([]Uplink{{Name: "lte", Device: "wwan0", Config: lteConfig("")}}); err != nil {
+			t.Fatal(err)
+		}
+		step, stop := runLoop(t, s, w)
+		defer stop()
+		step(20)
+		if calls != 20 || delays == 0 || last.TxBytes == 0 {
+			t.Errorf("OnDecision: %d calls in 20 ticks, %d delay samples, last %+v", calls, delays, last)
+		}
+	})
 }

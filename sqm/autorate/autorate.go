@@ -22,9 +22,16 @@ import (
 type DelaySample struct {
 	SentAt time.Time
 	Delay  time.Duration
-	// ReceivedAt is when the result reached the router, on the prober's clock. Controllers
-	// ignore it; sqm.Service uses it as its cursor into the prober's results.
+	// ReceivedAt is when the result reached the router, on the prober's clock. sqm.Service
+	// uses it as its cursor into the prober's results; Lifeline learns from it how old a
+	// probe usually is when its result arrives.
 	ReceivedAt time.Time
+	// IssuedAt is when the probe left the router, on the clock of ReceivedAt: the instant
+	// Sample.OldestPending counts from. Zero means SentAt (the upload's one-way delay, or
+	// round trips). It differs for the download's one-way delay, whose SentAt is when the
+	// echo left the far end: judged against ReceivedAt − SentAt, every probe still on its
+	// way would look stuck by the upload's one-way delay.
+	IssuedAt time.Time
 }
 
 // ModemHint is the modem's own estimate of what the link can carry now, e.g. derived from the

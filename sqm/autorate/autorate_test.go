@@ -114,8 +114,9 @@ func TestLifelineCutsOnQueueAndStaysInBounds(t *testing.T) {
 		f2.tick(c2, float64(c2.Rate()), 0, 1)
 	}
 	r0 := c2.Rate()
-	f2.now = f2.now.Add(50 * time.Millisecond)
-	c2.Observe(Sample{At: f2.now, TxBytes: uint64(f2.bytes), OldestPending: 300 * time.Millisecond})
+	// No answer for 300 ms; the oldest probe pending was sent after the last answered one.
+	f2.now = f2.now.Add(300 * time.Millisecond)
+	c2.Observe(Sample{At: f2.now, TxBytes: uint64(f2.bytes), OldestPending: 250 * time.Millisecond})
 	if c2.Rate() >= r0 || c2.State() != "blind-cut" {
 		t.Fatalf("pending 300 ms: rate %d → %d, state %s; want a blind cut", r0, c2.Rate(), c2.State())
 	}
@@ -168,5 +169,77 @@ func TestLifelineOwnSerialisationIsNotAQueue(t *testing.T) {
 	}
 	if c2.Rate() >= 40e6 {
 		t.Fatalf("9 ms of queue at 40 Mbit/s: rate %d (state %s), want a cut", c2.Rate(), c2.State())
+	}
+}
+
+// A probe that later ones overtook was lost (a full FIFO dropped it): the queues keep the
+// probe flow in order. Its age says nothing about a queue. On the real kernel probes lost
+// before a run held both directions at their floor for the run's first 0.6 s.
+func TestLifelineOvertakenProbeIsNotStuck(t *testing.T) {
+	b := Bounds{Min: 2e6, Base: 20e6, Max: 80e6}
+	c := NewLifeline(DefaultLifeline(b))
+	f := &feeder{now: time.Unix(0, 0)}
+	for i := 0; i < 20; i++ {
+		f.tick(c, float64(c.Rate()), 0, 1)
+	}
+	r0 := c.Rate()
+	// Answers keep arriving (the newest sent 40 ms ago), one probe of 300 ms ago never did.
+	for i := 0; i < 10; i++ {
+		f.now = f.now.Add(50 * time.Millisecond)
+		f.bytes += float64(c.Rate()) * 0.05 / 8
+		c.Observe(Sample{At: f.now, TxBytes: uint64(f.bytes), OldestPending: 300*time.Millisecond + time.Duration(i)*50*time.Millisecond,
+			Delays: []DelaySample{{SentAt: f.now.Add(-40 * time.Millisecond), Delay: 20 * time.Millisecond, ReceivedAt: f.now}}})
+		if c.State() == "blind-cut" || c.Rate() < r0 {
+			t.Fatalf("tick %d: a lost probe overtaken by later answers: rate %d → %d, state %s", i, r0, c.Rate(), c.State())
+		}
+	}
+}
+
+// The download's one-way delay is measured from the far end's echo (SentAt), an upload leg
+// after the probe left the router, where OldestPending counts from (IssuedAt). Judged
+// against ReceivedAt − SentAt, every probe in flight looked stuck by the upload's one-way
+// delay: blind cuts every other tick held the download at its floor on the real kernel
+// (6–27 % of capacity used).
+func TestLifelineDownloadProbeAge(t *testing.T) {
+	b := Bounds{Min: 2e6, Base: 20e6, Max: 80e6}
+	const owd = 15 * time.Millisecond // each way, no queue
+	for _, issued := range []bool{true, false} {
+		cfg := DefaultLifeline(b)
+		cfg.CountsOutput = true
+		c := NewLifeline(cfg)
+		now, bytes := time.Unix(0, 0), 0.0
+		cuts := 0
+		for i := 0; i < 100; i++ {
+			now = now.Add(50 * time.Millisecond)
+			bytes += float64(c.Rate()) * 0.05 / 8
+			var ds []DelaySample
+			// Probes every 20 ms; those that left 2·owd ago or earlier have come back.
+			for k := 0; k < 3; k++ {
+				left := now.Add(-2*owd - time.Duration(k)*20*time.Millisecond)
+				if left.Before(now.Add(-2*owd - 50*time.Millisecond)) {
+					break
+				}
+				d := DelaySample{SentAt: left.Add(owd), Delay: owd, ReceivedAt: left.Add(2 * owd)}
+				if issued {
+					d.IssuedAt = left
+				}
+				ds = append([]DelaySample{d}, ds...)
+			}
+			// The oldest in flight left just under a round trip ago.
+			c.Observe(Sample{At: now, TxBytes: uint64(bytes), Delays: ds, OldestPending: 2*owd - time.Millisecond})
+			if c.State() == "blind-cut" {
+				cuts++
+			}
+		}
+		age := c.Inputs().ReportAge
+		if issued && (cuts > 0 || c.Rate() != b.Max || age < 2*owd-time.Millisecond || age > 2*owd+time.Millisecond) {
+			t.Errorf("with IssuedAt: %d blind cuts, rate %d, usual report age %v after 5 s loaded without a queue; want none, Max and %v",
+				cuts, c.Rate(), age, 2*owd)
+		}
+		if !issued && age > owd+time.Millisecond {
+			// Without IssuedAt, SentAt is taken as the probe's departure: the usual age is
+			// the one-way delay, what every probe in flight was judged against before.
+			t.Errorf("without IssuedAt: usual report age %v, want the one-way %v (the fixture no longer models the bug)", age, owd)
+		}
 	}
 }

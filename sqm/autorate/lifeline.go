@@ -49,6 +49,11 @@ type LifelineConfig struct {
 	// rates (12 ms per frame at 1 Mbit/s) the controller does not take its own serialisation
 	// for a queue and spiral down to Min (seen on the real kernel, not in the FIFO model).
 	MTU int
+	// CountsOutput: Sample.TxBytes counts what left the bottleneck, not what entered it. So
+	// it is on the ingress (the uplink's rx, before our shaper): while the modem's queue
+	// stands, the counter reads the capacity itself, and the delay gradient must not be
+	// taken off it again (r/(1 + dq/dt) would read 10 Mbit/s as 1.25 after an 80→10 step).
+	CountsOutput bool
 }
 
 // DefaultLifeline returns the tuned defaults within b.
@@ -75,9 +80,26 @@ func DefaultLifeline(b Bounds) LifelineConfig {
 	}
 }
 
+// DefaultLifelineDownload is DefaultLifeline for a direction shaped after its bottleneck:
+// the ingress, whose counter (the uplink's rx) reads what left the modem's queue
+// (CountsOutput). The other defaults hold for it (on the real kernel a higher Headroom, a
+// higher Target or a faster GrowMin did not raise the share of capacity used, only the
+// latency: the remote TCP's backoffs at our ingress shaper cost it, not the rate).
+func DefaultLifelineDownload(b Bounds) LifelineConfig {
+	c := DefaultLifeline(b)
+	c.CountsOutput = true
+	return c
+}
+
+// overtakeSlack: a pending probe counts as overtaken (lost) only when an answered one left
+// this much later. Probes go out 20–50 ms apart; the slack absorbs the caller's clock
+// reading the pending age a little after Sample.At.
+const overtakeSlack = 5 * time.Millisecond
+
 type qpoint struct {
 	sent time.Time
-	q    float64 // seconds of queueing delay over baseline
+	recv time.Time // when the result arrived (ReceivedAt, else the Sample's At)
+	q    float64   // seconds of queueing delay over baseline
 }
 
 // Lifeline is our controller. What it does differently from cake-autorate:
@@ -97,6 +119,10 @@ type qpoint struct {
 //   - Its own serialisation (one frame at its rate) is not taken for a queue: Target and
 //     Congested grow to 1.5 and 3 frame times at low rates (3 and 6 near Min).
 //   - A modem hint caps the rate at 1.1 × the modem's capacity and lets a ramp jump to it.
+//   - On the download it knows its counter is downstream of the modem's queue
+//     (CountsOutput: the output while a queue stands is the capacity), and it judges a
+//     pending probe by its age since it left the router (DelaySample.IssuedAt), not since
+//     the far end echoed it. A pending probe that later ones overtook was lost, not stuck.
 type Lifeline struct {
 	cfg  LifelineConfig
 	rate float64
@@ -113,8 +139,26 @@ type Lifeline struct {
 	lastAt     time.Time
 	hint       float64
 	hintAt     time.Time
+	newest     time.Time // latest IssuedAt (or SentAt) of an answered probe
 	state      string
+	last       LifelineInputs
 }
+
+// LifelineInputs are what the last decision was based on (for debug logs and benches).
+type LifelineInputs struct {
+	Queue     time.Duration // median queueing delay over baseline, -1 s before any sample
+	Blind     time.Duration // oldest pending probe's age over the usual report age
+	ReportAge time.Duration // the usual report age
+	Target    time.Duration // Target and Congested after the frame-time correction
+	Congested time.Duration
+	Achieved  float64 // bit/s over the last 300 ms
+	Loaded    bool
+	CapEst    float64 // bit/s
+	Samples   int     // delay samples in this Observe
+}
+
+// Inputs returns what the last decision was based on.
+func (c *Lifeline) Inputs() LifelineInputs { return c.last }
 
 // NewLifeline returns our controller starting at cfg.Base.
 func NewLifeline(cfg LifelineConfig) *Lifeline {
@@ -122,6 +166,9 @@ func NewLifeline(cfg LifelineConfig) *Lifeline {
 }
 
 func (c *Lifeline) Rate() uint64 { return uint64(c.rate) }
+
+// Config is the configuration the controller runs with.
+func (c *Lifeline) Config() LifelineConfig { return c.cfg }
 
 // State names what the controller did last (for lifeline status).
 func (c *Lifeline) State() string { return c.state }
@@ -152,16 +199,29 @@ func (c *Lifeline) Observe(s Sample) {
 		}
 		// The usual age of a result when it arrives, to judge OldestPending against. With
 		// ReceivedAt it is exact; without, the caller's tick rounding inflates it.
-		age := s.At.Sub(d.SentAt).Seconds()
-		if !d.ReceivedAt.IsZero() && !d.ReceivedAt.Before(d.SentAt) {
-			age = d.ReceivedAt.Sub(d.SentAt).Seconds()
+		// Counted from when the probe left the router, as OldestPending is: for the
+		// download's one-way delay SentAt is the far end's echo, an upload leg later.
+		issued := d.SentAt
+		if !d.IssuedAt.IsZero() {
+			issued = d.IssuedAt
+		}
+		if issued.After(c.newest) {
+			c.newest = issued
+		}
+		age := s.At.Sub(issued).Seconds()
+		if !d.ReceivedAt.IsZero() && !d.ReceivedAt.Before(issued) {
+			age = d.ReceivedAt.Sub(issued).Seconds()
 		}
 		if !c.haveReport || age < c.reportBase {
 			c.reportBase, c.haveReport = age, true
 		} else {
 			c.reportBase += (age - c.reportBase) * min(1, cfg.ReportDrift*dt)
 		}
-		c.hist = append(c.hist, qpoint{d.SentAt, max(v-c.baseline, 0)})
+		recv := s.At
+		if !d.ReceivedAt.IsZero() {
+			recv = d.ReceivedAt
+		}
+		c.hist = append(c.hist, qpoint{d.SentAt, recv, max(v-c.baseline, 0)})
 	}
 	// Keep half a second of history.
 	cut := 0
@@ -191,7 +251,12 @@ func (c *Lifeline) Observe(s Sample) {
 	}
 	// Lower bound from a probe that has not come back.
 	blind := 0.0
-	if c.haveReport && s.OldestPending > 0 {
+	if c.haveReport && s.OldestPending > 0 && !s.At.Add(-s.OldestPending).Before(c.newest.Add(-overtakeSlack)) {
+		// Only a probe that no later one has overtaken can be stuck: queues keep the probe
+		// flow in order, so an overtaken one was dropped (a full FIFO, CAKE, a lost radio
+		// block). A source keeps it pending until it gives up (~2 s), and taking it for a
+		// queue that long cut the rate to Min (seen on the real kernel: probes lost before a
+		// run held both directions at their floor for its first 0.6 s).
 		blind = s.OldestPending.Seconds() - c.reportBase
 	}
 
@@ -207,6 +272,10 @@ func (c *Lifeline) Observe(s Sample) {
 		}
 		target, congested = max(target, k*frame), max(congested, 2*k*frame)
 	}
+	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	c.last = LifelineInputs{Queue: sec(q), Blind: sec(blind), ReportAge: sec(c.reportBase), Target: sec(target),
+		Congested: sec(congested), Achieved: achieved, Loaded: loaded, Samples: len(s.Delays)}
+	defer func() { c.last.CapEst = c.capEst }()
 	newRate := c.rate
 	switch {
 	case blind > cfg.BlindAfter.Seconds() && blind > q:
@@ -250,8 +319,13 @@ func (c *Lifeline) Observe(s Sample) {
 		}
 		g := min(cfg.GrowMin*math.Exp2(since/cfg.GrowDoubling.Seconds()), cfg.GrowMax)
 		newRate = c.rate * (1 + g*dt)
-		if c.capEst > 0 && c.rate < cfg.Headroom*c.capEst && since < 1 {
-			// Coming back from a drain: return to the settled rate at once.
+		if c.capEst > 0 && c.rate < cfg.Headroom*c.capEst && since < 1 && !c.newest.Before(c.lastBlind) {
+			// Coming back from a drain: return to the settled rate at once. Not after a
+			// blind cut before a probe sent since has come back: the estimate is from before
+			// whatever made the probes stick. (Seen on the real kernel once the download
+			// worked: after 80→10 in both directions the stuck probe was rightly blamed on
+			// the download the tick after the upload's blind cut, and the upload went
+			// straight back to 0.9 × its old 88 Mbit/s.)
 			newRate = max(newRate, cfg.Headroom*c.capEst)
 		}
 		if c.hint > 0 && s.At.Sub(c.hintAt) < 2*time.Second && newRate < 0.9*c.hint {
@@ -300,6 +374,13 @@ func (c *Lifeline) gradientCapacity() (float64, bool) {
 		return 0, false
 	}
 	slope := (k*sxy - sx*sy) / den
+	if c.cfg.CountsOutput {
+		// The queue's output while it stands is the capacity (also while it drains), and
+		// the counter sees it when the probes that saw the queue arrive, not when the far
+		// end sent them (that window starts before the queue did).
+		out, ok := c.meter.between(pts[0].recv, c.hist[n-1].recv)
+		return out, ok && out > 0
+	}
 	in, ok := c.meter.between(pts[0].sent, newest)
 	if !ok || in <= 0 {
 		return 0, false

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lifeline-router/lifeline/lab/traces"
 	"github.com/lifeline-router/lifeline/sqm"
+	"github.com/lifeline-router/lifeline/sqm/autorate"
 	"github.com/lifeline-router/lifeline/sqm/autorate/simlink"
 )
 
@@ -30,6 +31,10 @@ type Options struct {
 	// that cannot carry the traces' rates.
 	Scale float64
 	Logf  func(format string, args ...any)
+	// Contenders, when not empty, names the contenders to run (default: all of Contenders).
+	Contenders []string
+	// Decisions logs every decision of our controller (its inputs and state) through Logf.
+	Decisions bool
 }
 
 // Defaults fills zero fields.
@@ -342,8 +347,20 @@ func (b *Bench) Run(ctx context.Context, sc Scenario, c Contender, watch func(Sa
 		}
 		defer shaper.Close()
 		ctl.rec = &recorder{Backend: shaper, start: start}
-		ctl.svc, err = sqm.NewService(sqm.ServiceOptions{Backend: ctl.rec, Delays: b.prober, Counters: b.counters,
-			Logf: o.Logf})
+		so := sqm.ServiceOptions{Backend: ctl.rec, Delays: b.prober, Counters: b.counters, Logf: o.Logf}
+		if o.Decisions {
+			so.OnDecision = func(_ string, dir sqm.Dir, s autorate.Sample, c autorate.Controller) {
+				l, ok := c.(*autorate.Lifeline)
+				if !ok {
+					return
+				}
+				in := l.Inputs()
+				o.Logf("decision %7.3f %-7s %-9s rate %6.2f cap %6.2f ach %6.2f loaded %-5v n %d q %6.1f blind %6.1f pend %6.1f rep %5.1f tgt %4.1f/%4.1f",
+					s.At.Sub(start).Seconds(), dir, l.State(), float64(l.Rate())/1e6, in.CapEst/1e6, in.Achieved/1e6, in.Loaded, in.Samples,
+					ms(in.Queue), ms(in.Blind), ms(s.OldestPending), ms(in.ReportAge), ms(in.Target), ms(in.Congested))
+			}
+		}
+		ctl.svc, err = sqm.NewService(so)
 		if err != nil {
 			return nil, err
 		}

@@ -175,7 +175,8 @@ func (p *Prober) Sent(from, to time.Time) int {
 }
 
 // DelaySamples implements sqm.DelaySource: the upload's one-way delay for egress, the
-// download's for ingress (sent when the echo left the server).
+// download's for ingress (SentAt when the echo left the server, IssuedAt when the probe left
+// the router: OldestPending counts from there).
 func (p *Prober) DelaySamples(uplink string, dir sqm.Dir, after time.Time) []autorate.DelaySample {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -187,7 +188,7 @@ func (p *Prober) DelaySamples(uplink string, dir sqm.Dir, after time.Time) []aut
 	for _, r := range p.results[i:] {
 		s := autorate.DelaySample{SentAt: r.Sent, Delay: r.Up(), ReceivedAt: r.Back}
 		if dir == sqm.DirIngress {
-			s.SentAt, s.Delay = r.AtServer, r.Down()
+			s.SentAt, s.Delay, s.IssuedAt = r.AtServer, r.Down(), r.Sent
 		}
 		out = append(out, s)
 	}

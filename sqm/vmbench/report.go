@@ -90,6 +90,9 @@ func (b *Bench) RunAll(ctx context.Context, scs []Scenario, seedDur time.Duratio
 	}
 	for _, sc := range scs {
 		for _, c := range Contenders(o.Scale) {
+			if !o.runs(c.Name) {
+				continue
+			}
 			o.Logf("run %s on %s (%v)", c.Name, sc.Trace.Name, sc.Trace.Duration())
 			rd, err := b.Run(ctx, sc, c, nil)
 			if err != nil {
@@ -98,8 +101,8 @@ func (b *Bench) RunAll(ctx context.Context, scs []Scenario, seedDur time.Duratio
 			r.Runs = append(r.Runs, rd)
 			for _, f := range Evaluate(sc, rd, o.Scale) {
 				r.Results = append(r.Results, f)
-				o.Logf("  %s %s: p50 %.1f p95 %.1f p99 %.1f ms, used %.3f, recovery %.2f s, ramp %.2f s, idle changes %.1f/min, lost %.3f, cpu %.2f",
-					f.Controller, f.Direction, f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, f.RecoveryS, f.RampS, f.IdleChangesPerMin, f.LostProbes, f.CPUBusy)
+				o.Logf("  %s %s: p50 %.1f p95 %.1f p99 %.1f ms, used %.3f, recovery %.2f s, ramp %.2f s (rate %.2f s), idle changes %.1f/min, lost %.3f, cpu %.2f",
+					f.Controller, f.Direction, f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, f.RecoveryS, f.RampS, f.RateRampS, f.IdleChangesPerMin, f.LostProbes, f.CPUBusy)
 			}
 		}
 	}
@@ -110,4 +113,16 @@ func (b *Bench) RunAll(ctx context.Context, scs []Scenario, seedDur time.Duratio
 		}
 	}
 	return r, nil
+}
+
+func (o Options) runs(contender string) bool {
+	if len(o.Contenders) == 0 {
+		return true
+	}
+	for _, n := range o.Contenders {
+		if n == contender {
+			return true
+		}
+	}
+	return false
 }

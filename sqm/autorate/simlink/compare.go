@@ -15,14 +15,18 @@ import (
 // Figures are one controller's results on one scenario. Durations are in seconds, latency
 // in milliseconds; -1 means "not applicable to this scenario".
 type Figures struct {
-	Controller        string  `json:"controller"`
-	Scenario          string  `json:"scenario"`
-	P50AddedMs        float64 `json:"p50_added_latency_ms"`
-	P95AddedMs        float64 `json:"p95_added_latency_ms"`
-	P99AddedMs        float64 `json:"p99_added_latency_ms"`
-	Utilisation       float64 `json:"capacity_used"`
-	RecoveryS         float64 `json:"recovery_s"`
-	RampS             float64 `json:"ramp_s"`
+	Controller  string  `json:"controller"`
+	Scenario    string  `json:"scenario"`
+	P50AddedMs  float64 `json:"p50_added_latency_ms"`
+	P95AddedMs  float64 `json:"p95_added_latency_ms"`
+	P99AddedMs  float64 `json:"p99_added_latency_ms"`
+	Utilisation float64 `json:"capacity_used"`
+	RecoveryS   float64 `json:"recovery_s"`
+	RampS       float64 `json:"ramp_s"`
+	// RateRampS is when the controller's rate first reached 90 % of the new capacity after
+	// the 20→80 step: RampS less the sender's own ramp (TCP's cwnd growth on the real
+	// kernel; none in the model, whose sender follows the rate at once).
+	RateRampS         float64 `json:"rate_ramp_s"`
 	IdleChangesPerMin float64 `json:"idle_rate_changes_per_min"`
 }
 
@@ -48,32 +52,50 @@ const (
 	idleGrace = time.Second
 )
 
-// Scenarios are the traces of issue 4: the two steps, a random walk and an idle period.
+// Scenarios are the traces of issue 4: the two steps, a random walk and an idle period, on
+// the upload, then the same on the download (names ending in "-download", Config.Download).
 func Scenarios(seed int64) []Scenario {
-	return []Scenario{
+	up := []Scenario{
 		{Config: Config{Name: "step-80-to-10", Duration: 30 * time.Second, Capacity: Step(80e6, 10e6, 15*time.Second), Seed: seed}, StepAt: 15 * time.Second},
 		{Config: Config{Name: "step-20-to-80", Duration: 30 * time.Second, Capacity: Step(20e6, 80e6, 15*time.Second), Seed: seed}, StepAt: 15 * time.Second},
 		{Config: Config{Name: "random-walk-5-80", Duration: 180 * time.Second, Capacity: RandomWalk(seed, 5e6, 80e6, 180*time.Second), Seed: seed}},
 		{Config: Config{Name: "idle-after-load", Duration: 70 * time.Second, Capacity: Step(40e6, 40e6, 0), Seed: seed,
 			Loaded: func(t time.Duration) bool { return t < 10*time.Second }}, IdleAt: 10 * time.Second},
 	}
+	out := up
+	for _, sc := range up {
+		sc.Name += "-download"
+		sc.Download = true
+		out = append(out, sc)
+	}
+	return out
 }
 
-// Contender is a named controller factory (a fresh controller per run).
+// Contender is a named controller factory (a fresh controller per run, for the upload or
+// for the download: sqm.Service configures ours per direction).
 type Contender struct {
 	Name string
-	New  func() autorate.Controller
+	New  func(download bool) autorate.Controller
 }
 
 // Contenders are the four of the issue: no shaping, the seed's fixed 20 Mbit/s,
 // cake-autorate's rules and ours, all within b.
 func Contenders(b autorate.Bounds) []Contender {
 	return []Contender{
-		{"none", func() autorate.Controller { return autorate.Unlimited }},
-		{"fixed-20mbit", func() autorate.Controller { return autorate.Fixed(20e6) }},
-		{"cake-autorate", func() autorate.Controller { return autorate.NewBaseline(autorate.DefaultBaseline(b)) }},
-		{"lifeline", func() autorate.Controller { return autorate.NewLifeline(autorate.DefaultLifeline(b)) }},
+		{"none", func(bool) autorate.Controller { return autorate.Unlimited }},
+		{"fixed-20mbit", func(bool) autorate.Controller { return autorate.Fixed(20e6) }},
+		{"cake-autorate", func(bool) autorate.Controller { return autorate.NewBaseline(autorate.DefaultBaseline(b)) }},
+		{"lifeline", func(download bool) autorate.Controller { return autorate.NewLifeline(LifelineFor(b, download)) }},
 	}
+}
+
+// LifelineFor is our controller's configuration for one direction, as sqm.Service sets it:
+// on the download the byte counter is downstream of the modem's queue.
+func LifelineFor(b autorate.Bounds, download bool) autorate.LifelineConfig {
+	if download {
+		return autorate.DefaultLifelineDownload(b)
+	}
+	return autorate.DefaultLifeline(b)
 }
 
 // DefaultBounds: cake-autorate's default download min/base/max except a 2 Mbit/s floor
@@ -82,7 +104,7 @@ var DefaultBounds = autorate.Bounds{Min: 2e6, Base: 20e6, Max: 80e6}
 
 // Evaluate computes the figures of one run.
 func Evaluate(sc Scenario, res Result) Figures {
-	f := Figures{Scenario: sc.Name, RecoveryS: -1, RampS: -1, IdleChangesPerMin: -1}
+	f := Figures{Scenario: sc.Name, RecoveryS: -1, RampS: -1, RateRampS: -1, IdleChangesPerMin: -1}
 	var added []float64
 	for _, p := range res.Probes {
 		if p.Loaded && p.Sent >= warmup {
@@ -112,7 +134,14 @@ func Evaluate(sc Scenario, res Result) Figures {
 			}
 		} else {
 			f.RampS = (sc.Duration - sc.StepAt).Seconds() // not reached
-			const win = 4                                 // ticks averaged (200 ms)
+			f.RateRampS = f.RampS
+			for _, p := range res.Timeline {
+				if p.T >= sc.StepAt && p.Rate >= 0.9*after {
+					f.RateRampS = round3((p.T - sc.StepAt).Seconds())
+					break
+				}
+			}
+			const win = 4 // ticks averaged (200 ms)
 			for i := win - 1; i < len(res.Timeline); i++ {
 				p := res.Timeline[i]
 				if p.T < sc.StepAt {
@@ -158,13 +187,14 @@ func RunComparison(seed int64, b autorate.Bounds) Report {
 	r := Report{
 		Kind: "simulated",
 		Note: "simlink: deterministic virtual-time model (1 ms steps) of a saturating upload through our shaper " +
-			"into a 2 MiB modem FIFO; not the real-kernel bench (that runs under qemu with CAKE)",
+			"into a 2 MiB modem FIFO, and of a download through the modem's FIFO into our ingress shaper (scenarios *-download); " +
+			"not the real-kernel bench (that runs under qemu with CAKE)",
 		Goal:   "p95 added latency <= 15 ms at >= 90% capacity used, recovery <= 1 s (80->10), ramp <= 2 s (20->80), 0 rate changes/min at idle (from 1 s after the load stops)",
 		Bounds: []uint64{b.Min, b.Base, b.Max},
 	}
 	for _, sc := range Scenarios(seed) {
 		for _, c := range Contenders(b) {
-			f := Evaluate(sc, Run(sc.Config, c.New()))
+			f := Evaluate(sc, Run(sc.Config, c.New(sc.Download)))
 			f.Controller = c.Name
 			r.Results = append(r.Results, f)
 		}

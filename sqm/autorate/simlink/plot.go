@@ -203,7 +203,7 @@ func WriteBench(dir string, seed int64) (Report, error) {
 			if colors[c.Name] == "" {
 				continue
 			}
-			series = append(series, Series{Name: c.Name, Color: colors[c.Name], Result: Run(sc.Config, c.New())})
+			series = append(series, Series{Name: c.Name, Color: colors[c.Name], Result: Run(sc.Config, c.New(sc.Download))})
 		}
 		name := "autorate-" + sc.Name + ".svg"
 		p := filepath.Join(dir, name)

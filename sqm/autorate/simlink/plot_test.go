@@ -72,7 +72,8 @@ func TestWriteBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Kind != "simulated" || len(r.Results) != 16 || len(r.Plots) != 4 {
+	n := len(Scenarios(1))
+	if r.Kind != "simulated" || n != 8 || len(r.Results) != 4*n || len(r.Plots) != n {
 		t.Errorf("report: kind %q, %d results, plots %v", r.Kind, len(r.Results), r.Plots)
 	}
 	for _, p := range append(r.Plots, "autorate.json") {

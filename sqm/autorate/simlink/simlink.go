@@ -11,7 +11,11 @@
 //     sender is held to the capacity (a loss-based TCP keeps such a buffer full);
 //   - probes every ProbeInterval in the same FIFO; their one-way delay is base + jitter +
 //     exact FIFO wait, and their result reaches the controller ReturnDelay later;
-//   - optionally a modem hint: the capacity HintLag ago, every second.
+//   - optionally a modem hint: the capacity HintLag ago, every second;
+//   - with Config.Download, the other direction: the sender still follows our rate (TCP
+//     obeys the ingress shaper's drops, idealised), but the byte counter reads what left the
+//     FIFO and the probe's echo enters the FIFO an unloaded leg after the probe left the
+//     router, as the download's one-way delay is measured.
 //
 // "Added latency" is the true FIFO wait plus the shaper's serialisation, measured per probe.
 package simlink
@@ -44,6 +48,13 @@ type Config struct {
 	Hint          bool
 	HintLag       time.Duration
 	Seed          int64
+	// Download models the other direction, shaped on the router's ingress: the probe's
+	// request crosses the unloaded upload first (ReturnDelay) and the echo then waits in the
+	// modem's FIFO, so SentAt is when the echo left the far end, ReceivedAt is its arrival,
+	// and OldestPending counts from the request leaving the router (as the VM bench's and a
+	// one-way prober's results are). The byte counter is what came out of the FIFO (rx
+	// before the ingress shaper), not what went in.
+	Download bool
 }
 
 // Defaults fills zero fields with an LTE-like set-up.
@@ -100,6 +111,7 @@ type Result struct {
 }
 
 type probe struct {
+	issued time.Duration // left the router (the upload: = sent)
 	sent   time.Duration
 	mark   float64 // cumulative input bits at enqueue
 	loaded bool
@@ -152,15 +164,24 @@ func Run(cfg Config, ctrl autorate.Controller) Result {
 		in = min(in, space+capa*dt)
 		q += in
 		cumIn += in
-		txBytes += in / 8
+		if !cfg.Download {
+			txBytes += in / 8
+		}
 		// Probes enter behind what is queued.
 		if t >= nextProbe {
 			nextProbe += cfg.ProbeInterval
-			probes = append(probes, &probe{sent: t, mark: cumIn, loaded: loaded})
+			p := &probe{issued: t, sent: t, mark: cumIn, loaded: loaded}
+			if cfg.Download {
+				p.issued = t - cfg.ReturnDelay
+			}
+			probes = append(probes, p)
 		}
 		out := min(q, capa*dt)
 		q -= out
 		cumOut += out
+		if cfg.Download {
+			txBytes += out / 8
+		}
 		tickOut += out
 		for _, p := range probes {
 			if p.done || cumOut+1e-9 < p.mark {
@@ -177,11 +198,15 @@ func Run(cfg Config, ctrl autorate.Controller) Result {
 			p.owd = cfg.BaseOWD + p.added + noise
 			res.Probes = append(res.Probes, ProbeResult{Sent: p.sent, Added: p.added, Loaded: p.loaded})
 			lastAdded = p.added
+			r := autorate.DelaySample{SentAt: epoch.Add(p.sent), Delay: p.owd, ReceivedAt: epoch.Add(p.sent + p.owd + cfg.ReturnDelay)}
+			if cfg.Download {
+				r.ReceivedAt = epoch.Add(p.sent + p.owd)
+				r.IssuedAt = epoch.Add(p.issued)
+			}
 			reports = append(reports, struct {
 				at time.Duration
 				s  autorate.DelaySample
-			}{p.sent + p.owd + cfg.ReturnDelay, autorate.DelaySample{SentAt: epoch.Add(p.sent), Delay: p.owd,
-				ReceivedAt: epoch.Add(p.sent + p.owd + cfg.ReturnDelay)}})
+			}{r.ReceivedAt.Sub(epoch), r})
 		}
 		if cfg.Hint && t%time.Second == 0 {
 			hint = &autorate.ModemHint{Capacity: uint64(cfg.Capacity(max(0, t-cfg.HintLag)))}
@@ -198,12 +223,20 @@ func Run(cfg Config, ctrl autorate.Controller) Result {
 			// Forget probes whose result has been delivered.
 			keep := probes[:0]
 			var oldest time.Duration
+			back := cfg.ReturnDelay // from leaving the FIFO to the result at the router
+			if cfg.Download {
+				back = 0
+				// The request of the next probe may be on its way to the far end already.
+				if a := now - (nextProbe - cfg.ReturnDelay); a > 0 {
+					oldest = a
+				}
+			}
 			for _, p := range probes {
-				if p.done && p.sent+p.owd+cfg.ReturnDelay <= now {
+				if p.done && p.sent+p.owd+back <= now {
 					continue
 				}
 				keep = append(keep, p)
-				if a := now - p.sent; a > oldest {
+				if a := now - p.issued; a > oldest {
 					oldest = a
 				}
 			}

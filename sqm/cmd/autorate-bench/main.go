@@ -24,7 +24,7 @@ func main() {
 	}
 	fmt.Printf("%s (%s)\ngoal: %s\n\n", *out+"/autorate.json", r.Kind, r.Goal)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tcontroller\tp50 ms\tp95 ms\tp99 ms\tcapacity used\trecovery s\tramp s\tidle changes/min\t")
+	fmt.Fprintln(tw, "scenario\tcontroller\tp50 ms\tp95 ms\tp99 ms\tcapacity used\trecovery s\tramp s\trate ramp s\tidle changes/min\t")
 	na := func(v float64) string {
 		if v < 0 {
 			return "-"
@@ -32,8 +32,8 @@ func main() {
 		return fmt.Sprintf("%.2f", v)
 	}
 	for _, f := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t\n", f.Scenario, f.Controller,
-			f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, na(f.RecoveryS), na(f.RampS), na(f.IdleChangesPerMin))
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%s\t\n", f.Scenario, f.Controller,
+			f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, na(f.RecoveryS), na(f.RampS), na(f.RateRampS), na(f.IdleChangesPerMin))
 	}
 	tw.Flush()
 	for _, p := range r.Plots {

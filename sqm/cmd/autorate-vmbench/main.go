@@ -9,8 +9,10 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"debug/elf"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -49,13 +51,15 @@ func main() {
 	seedDur := flag.Duration("seed-dur", 8*time.Second, "duration of each qdisc in the seed's exercise (0 = skip it)")
 	only := flag.String("traces", "", "comma-separated trace names (default: all four)")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound of the VM run (host)")
+	contenders := flag.String("contenders", "", "comma-separated contenders (default: all four: none, fixed-20mbit, cake-autorate, lifeline)")
+	decisions := flag.Bool("decisions", false, "log every decision of our controller in the guest (inputs and state)")
 	realClock := flag.Bool("real-clock", false, "run TCG multi-threaded on the host's clock (faster, but host load shows up as latency) instead of a virtual clock")
 	flag.Parse()
 	var err error
 	if *guest {
-		err = runGuest(*scale, *seedDur, *only, *clock)
+		err = runGuest(*scale, *seedDur, *only, *clock, *contenders, *decisions)
 	} else {
-		err = runHost(*out, *scale, *seedDur, *only, *timeout, *realClock)
+		err = runHost(*out, *scale, *seedDur, *only, *timeout, *realClock, *contenders, *decisions)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "autorate-vmbench:", err)
@@ -83,14 +87,27 @@ func scenarios(only string) ([]vmbench.Scenario, error) {
 	return out, nil
 }
 
-func runGuest(scale float64, seedDur time.Duration, only, clock string) error {
+func runGuest(scale float64, seedDur time.Duration, only, clock, contenders string, decisions bool) error {
 	scs, err := scenarios(only)
 	if err != nil {
 		return err
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	started := time.Now()
-	b, err := vmbench.NewBench(vmbench.Options{Logf: logf, Scale: 1})
+	o := vmbench.Options{Logf: logf, Scale: 1, Decisions: decisions}
+	if contenders != "" {
+		known := map[string]bool{}
+		for _, c := range vmbench.Contenders(1) {
+			known[c.Name] = true
+		}
+		for _, n := range strings.Split(contenders, ",") {
+			if !known[n] {
+				return fmt.Errorf("-contenders: unknown contender %q", n)
+			}
+			o.Contenders = append(o.Contenders, n)
+		}
+	}
+	b, err := vmbench.NewBench(o)
 	if err != nil {
 		return err
 	}
@@ -132,7 +149,45 @@ func runGuest(scale float64, seedDur time.Duration, only, clock string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\n%s\n%s\n%s\n", beginMark, js, endMark)
+	// gzip and base64 in short lines: the report with every run's timeline is megabytes of
+	// JSON, and one such line through the VM's console once arrived without its markers.
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(js)
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("gzip report: %w", err)
+	}
+	b64 := base64.StdEncoding.EncodeToString(z.Bytes())
+	var out strings.Builder
+	fmt.Fprintf(&out, "\n%s\n", beginMark)
+	for len(b64) > 0 {
+		n := min(len(b64), 100)
+		out.WriteString(b64[:n])
+		out.WriteByte('\n')
+		b64 = b64[n:]
+	}
+	fmt.Fprintf(&out, "%s\n", endMark)
+	_, err = os.Stdout.WriteString(out.String())
+	return err
+}
+
+// decodeReport undoes runGuest's encoding of the text between the markers.
+func decodeReport(text string, r *vmbench.Report) error {
+	z, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(text), ""))
+	if err != nil {
+		return fmt.Errorf("guest report: base64: %w", err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	if err != nil {
+		return fmt.Errorf("guest report: gzip: %w", err)
+	}
+	js, err := io.ReadAll(zr)
+	if err != nil {
+		return fmt.Errorf("guest report: gzip: %w", err)
+	}
+	if err := json.Unmarshal(js, r); err != nil {
+		return fmt.Errorf("guest report: %w", err)
+	}
 	return nil
 }
 
@@ -167,7 +222,7 @@ func (p *progress) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func runHost(out string, scale float64, seedDur time.Duration, only string, timeout time.Duration, realClock bool) error {
+func runHost(out string, scale float64, seedDur time.Duration, only string, timeout time.Duration, realClock bool, contenders string, decisions bool) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("os.Executable: %w", err)
@@ -193,7 +248,8 @@ func runHost(out string, scale float64, seedDur time.Duration, only string, time
 		os.Setenv("QEMU", q)
 		clock = "virtual"
 	}
-	script := fmt.Sprintf("/vmtest/autorate-vmbench -guest -clock %s -scale %g -seed-dur %s -traces '%s'\n", clock, scale, seedDur, only)
+	script := fmt.Sprintf("/vmtest/autorate-vmbench -guest -clock %s -scale %g -seed-dur %s -traces '%s' -contenders '%s' -decisions=%v\n",
+		clock, scale, seedDur, only, contenders, decisions)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	accel, why := vmtest.Accel()
@@ -216,11 +272,11 @@ func runHost(out string, scale float64, seedDur time.Duration, only string, time
 	}
 	i, j := strings.Index(res.Output, beginMark), strings.Index(res.Output, endMark)
 	if i < 0 || j < i {
-		return fmt.Errorf("guest printed no report")
+		return fmt.Errorf("guest printed no report (begin marker at %d, end marker at %d in %d bytes of output)", i, j, len(res.Output))
 	}
 	var r vmbench.Report
-	if err := json.Unmarshal([]byte(strings.TrimSpace(res.Output[i+len(beginMark):j])), &r); err != nil {
-		return fmt.Errorf("guest report: %w", err)
+	if err := decodeReport(res.Output[i+len(beginMark):j], &r); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("MkdirAll(%s): %w", out, err)
@@ -282,7 +338,7 @@ func printTable(path string, r *vmbench.Report, d time.Duration) {
 	fmt.Printf("%s (kernel %s; VM %v; VM capacity up %.0f / down %.0f Mbit/s, scale %.2f)\ngoal: %s\n\n",
 		path, strings.Fields(r.Kernel + " ?")[0], d.Round(time.Second), r.VMCapacityUp/1e6, r.VMCapacityDown/1e6, r.Scale, r.Goal)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "trace\tdirection\tcontroller\tp50 ms\tp95 ms\tp99 ms\tcapacity used\trecovery s\tramp s\tidle changes/min\tprobes lost\t")
+	fmt.Fprintln(tw, "trace\tdirection\tcontroller\tp50 ms\tp95 ms\tp99 ms\tcapacity used\trecovery s\tramp s\trate ramp s\tidle changes/min\tprobes lost\t")
 	na := func(v float64) string {
 		if v < 0 {
 			return "-"
@@ -290,8 +346,8 @@ func printTable(path string, r *vmbench.Report, d time.Duration) {
 		return fmt.Sprintf("%.2f", v)
 	}
 	for _, f := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%.3f\t\n", f.Scenario, f.Direction, f.Controller,
-			f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, na(f.RecoveryS), na(f.RampS), na(f.IdleChangesPerMin), f.LostProbes)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%s\t%.3f\t\n", f.Scenario, f.Direction, f.Controller,
+			f.P50AddedMs, f.P95AddedMs, f.P99AddedMs, f.Utilisation, na(f.RecoveryS), na(f.RampS), na(f.RateRampS), na(f.IdleChangesPerMin), f.LostProbes)
 	}
 	tw.Flush()
 	if len(r.SeedExercise) > 0 {
