@@ -47,6 +47,9 @@ type FailoverOptions struct {
 	// holds unsent, its window, and the connection's snd_una, to see
 	// what re-injection hands to the backup and when a DATA_ACK moves it.
 	TraceFault time.Duration
+	// TraceRestore does the same from the restore on (ms after the
+	// restore), to see how the primary's new subflow takes over.
+	TraceRestore time.Duration
 }
 
 // Breakdown accounts for the fault's stall, each in ms after the fault.
@@ -496,8 +499,16 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		if err := wait(t0.Add(o.RestoreAfter)); err != nil {
 			return err
 		}
+		var rtraced chan []SSSample
+		if o.TraceRestore > 0 {
+			rtraced = make(chan []SSSample, 1)
+			go func() { rtraced <- w.traceSS(ctx, time.Now(), o.TraceRestore) }()
+		}
 		if t1, err = w.Restore(o.Scenario, fiber); err != nil {
 			return err
+		}
+		if rtraced != nil {
+			defer func() { res.RestoreTrace = <-rtraced }()
 		}
 		phase.Store("restored")
 	}
