@@ -176,9 +176,11 @@ type Result struct {
 	AroundFault []float64  `json:"around_fault_10ms_mbps,omitempty"`
 	Events      []RelEvent `json:"events"`
 	// FaultTrace is what TraceFault sampled (ms after the fault).
-	FaultTrace []SSSample        `json:"fault_trace,omitempty"`
-	Settings   map[string]string `json:"settings"`
-	Error      string            `json:"error,omitempty"`
+	FaultTrace []SSSample `json:"fault_trace,omitempty"`
+	// RestoreTrace is what TraceRestore sampled (ms after the restore).
+	RestoreTrace []SSSample        `json:"restore_trace,omitempty"`
+	Settings     map[string]string `json:"settings"`
+	Error        string            `json:"error,omitempty"`
 
 	recv *RecvSummary
 	send *SendSummary
