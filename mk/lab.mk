@@ -32,16 +32,17 @@ EXTRA_BENCHES += bench-failover
 # WireGuard, netem ISP links, CAKE on the router). The guest needs static
 # binaries. See lab/README.md ("The VM lab").
 VMBIN        := build/vmbin
-# TCG sustains far less than the seed's 220 Mbit/s through kernel WireGuard
-# (emulated crypto): see lab/README.md for the measurement behind these.
 # The guest runs on a virtual clock (qemu -icount, shift 0: a 1000 MIPS
-# guest), so host load makes a run slower, not noisier.
+# guest), so host load makes a run slower, not noisier; with -cpu max (AVX2
+# crypto) the whole world saturates at about 50 Mbit/s of guest goodput, so
+# the fiber runs at 40 Mbit/s and LTE at the seed's 20 (lab/README.md).
 VM_FLAGS     ?= --clock-shift 0
-VM_LAB_FLAGS ?= --fiber 20mbit --lte 8mbit
+VM_LAB_FLAGS ?= --fiber 40mbit --lte 20mbit
 # The kernel alone decides what to re-inject: the supervisor's DATA_ACK
-# nudge off (--nudge on|both to compare with it). 10 MB leaves ~2 s of
-# fiber after the restore for the fail-back figure; 80 trials take ~2 h.
-REINJECTION_FLAGS ?= --nudge off --size 10MB
+# nudge off (--nudge on|both to compare with it). 16 MB with the fault at
+# 1.5 s for 1.5 s leaves ~1.5 s of fiber after the restore for the
+# fail-back figure; 80 trials take about an hour on two host cores.
+REINJECTION_FLAGS ?= --nudge off --size 16MB --cut-at 1500ms --restore-after 1500ms
 VM_FAILOVER_FLAGS ?= --scenario cut
 
 .PHONY: vmbin vm-failover bench-reinjection
