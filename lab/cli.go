@@ -430,6 +430,7 @@ type failoverFlags struct {
 	loss                             float64
 	sndbuf                           sizeFlag
 	initCwnd                         int
+	maxSndbuf                        sizeFlag
 	traceFault, traceRestore         durFlag
 }
 
@@ -449,6 +450,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
 	fs.Var(&f.sndbuf, "sndbuf", "SO_SNDBUF on the uploader's MPTCP socket (0: the kernel's autotuning; the kernel copies it to every subflow)")
 	fs.IntVar(&f.initCwnd, "backup-initcwnd", 0, "the supervisor's failover.backup_initcwnd (0: the config default)")
+	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: the config default)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
 	fs.Var(&f.traceFault, "trace-fault", "sample the router's `ss -tinM` for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f
@@ -463,6 +465,9 @@ func (f *failoverFlags) tweak(c *config.Config) {
 	c.Failover.NoNudge = f.noNudge
 	if f.initCwnd != 0 {
 		c.Failover.BackupInitCwnd = f.initCwnd
+	}
+	if f.maxSndbuf != 0 {
+		c.Failover.MaxSndbuf = int(f.maxSndbuf)
 	}
 }
 
@@ -495,6 +500,9 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 		SendBuffer:   int64(f.sndbuf),
 		TraceFault:   time.Duration(f.traceFault),
 		TraceRestore: time.Duration(f.traceRestore),
+	}
+	if n := int64(f.maxSndbuf); n != 0 && (n < 64<<10 || n > 64<<20) {
+		return o, fmt.Errorf("--max-sndbuf %d: want 64KiB to 64MiB (0: the default)", n)
 	}
 	if f.initCwnd < 0 || f.initCwnd > 1024 {
 		return o, fmt.Errorf("--backup-initcwnd %d: want 1 to 1024 segments (0: the default)", f.initCwnd)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -102,7 +103,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	for k, v := range sysctls {
+	// The send-buffer cap (failover.max_sndbuf) applies to downloads the
+	// way it does to the router's uploads: the concentrator's subflow on
+	// LTE must not queue more than the fiber can wait for at fail-back.
+	want := maps.Clone(sysctls)
+	want["net/ipv4/tcp_wmem"] = cfg.Failover.TCPWmem()
+	for k, v := range want {
 		if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0644); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
 		}

@@ -139,7 +139,8 @@ func writeSysctls(m map[string]string) error {
 	for k, v := range m {
 		p := filepath.Join("/proc/sys", k)
 		cur, err := os.ReadFile(p)
-		if err == nil && strings.TrimSpace(string(cur)) == v {
+		// Multi-value sysctls (tcp_wmem) read back tab-separated.
+		if err == nil && strings.Join(strings.Fields(string(cur)), " ") == v {
 			continue
 		}
 		if err := os.WriteFile(p, []byte(v), 0644); err != nil {

@@ -305,6 +305,11 @@ func TestApplyAndAdopt(t *testing.T) {
 			t.Errorf("%s rp_filter = %s, want 0", dev, v)
 		}
 	}
+	// A backup subflow must not queue more than the default send-buffer
+	// cap (failover.max_sndbuf, 384 KiB): the fail-back waits for it.
+	if v := strings.Fields(sh(t, "ip", "netns", "exec", w.r, "cat", "/proc/sys/net/ipv4/tcp_wmem")); len(v) != 3 || v[2] != "393216" {
+		t.Errorf("tcp_wmem = %q, want the maximum 393216", v)
+	}
 	if out, err := exec.Command("ip", "-n", w.r, "route", "get", "100.64.1.2", "from", "203.0.113.9", "iif", "fiber0").CombinedOutput(); err != nil {
 		t.Errorf("an off-link concentrator's reply would be dropped on fiber0: ip route get ... iif fiber0: %v: %s", err, out)
 	}

@@ -122,6 +122,9 @@ func (s *Supervisor) Apply() error {
 	if err := writeSysctls(routerSysctls); err != nil {
 		return err
 	}
+	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.Failover.TCPWmem()}); err != nil {
+		return err
+	}
 	for _, p := range s.plans {
 		if err := writeSysctls(uplinkSysctls(p.u.Device)); err != nil {
 			return err
