@@ -321,7 +321,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			for _, p := range s.plans {
 				if p.link.Attrs().Index == int(u.Index) {
-					s.setCarrier(p.u.Name, hasCarrier(u.Link))
+					if s.setCarrier(p.u.Name, hasCarrier(u.Link)) && hasCarrier(u.Link) {
+						s.kickNeighbors(p)
+					}
 				}
 			}
 			s.reconcile()
@@ -364,12 +366,29 @@ func (s *Supervisor) refreshCarrier() {
 	}
 }
 
-func (s *Supervisor) setCarrier(name string, up bool) {
+// setCarrier records an uplink's carrier and says whether it changed.
+func (s *Supervisor) setCarrier(name string, up bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.carrier[name] != up {
-		s.carrier[name] = up
-		s.log.Info("carrier", "uplink", name, "up", up)
+	if s.carrier[name] == up {
+		return false
+	}
+	s.carrier[name] = up
+	s.log.Info("carrier", "uplink", name, "up", up)
+	return true
+}
+
+// kickNeighbors lets a returning uplink resolve its gateway at once
+// instead of after the ARP timer it ran while the link was dead (see
+// flushUnresolved).
+func (s *Supervisor) kickNeighbors(p *uplinkPlan) {
+	n, err := flushUnresolved(s.nl, p.link.Attrs().Index)
+	if err != nil {
+		s.log.Warn("neighbour kick", "uplink", p.u.Name, "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("neighbour kick", "uplink", p.u.Name, "flushed", n)
 	}
 }
 
