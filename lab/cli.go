@@ -462,7 +462,9 @@ func (f *failoverFlags) tweak(c *config.Config) {
 	if f.minTimeout > 0 {
 		c.Failover.MinTimeout = config.Duration(f.minTimeout)
 	}
-	c.Failover.NoNudge = f.noNudge
+	if f.noNudge {
+		c.Failover.Nudge = config.NudgeOff
+	}
 	if f.initCwnd != 0 {
 		c.Failover.BackupInitCwnd = f.initCwnd
 	}

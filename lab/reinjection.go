@@ -180,7 +180,12 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 				if tweak != nil {
 					tweak(c)
 				}
-				c.Failover.NoNudge = noNudge
+				// Each arm says what it wants: "auto" would skip the
+				// nudge on the patched arm only.
+				c.Failover.Nudge = config.NudgeOn
+				if noNudge {
+					c.Failover.Nudge = config.NudgeOff
+				}
 			}
 			res, err := Failover(ctx, o)
 			if ctx.Err() != nil {

@@ -65,6 +65,8 @@ func TestBadFieldsAreNamed(t *testing.T) {
 		{"no primary", `"role": "primary", "priority": 300`, `"role": "backup", "priority": 300`, ""},
 		{"bad duration", `"hold_down": "500ms"`, `"hold_down": "soon"`, "failover.hold_down"},
 		{"backup initcwnd", `"hold_down": "500ms"`, `"hold_down": "500ms", "backup_initcwnd": -3`, "failover.backup_initcwnd"},
+		{"unknown nudge", `"hold_down": "500ms"`, `"hold_down": "500ms", "nudge": "sometimes"`, "failover.nudge"},
+		{"nudge contradiction", `"hold_down": "500ms"`, `"hold_down": "500ms", "nudge": "on", "no_nudge": true`, "failover.no_nudge"},
 		{"max sndbuf", `"hold_down": "500ms"`, `"hold_down": "500ms", "max_sndbuf": 1000`, "failover.max_sndbuf"},
 		{"sqm min above max", `"min": "2mbit"`, `"min": "90mbit"`, "uplinks[2].sqm.egress.autorate.min"},
 		{"sqm unknown diffserv", `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv4"}`, `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv5"}`, "uplinks[0].sqm.ingress.diffserv"},

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -529,7 +530,7 @@ func (s *Supervisor) setMode(name string, want failover.Mode) error {
 	now := time.Now()
 	switch want {
 	case failover.Unused:
-		if known && have == failover.Active && !s.cfg.Failover.NoNudge {
+		if known && have == failover.Active && s.nudgeWanted() {
 			s.nudge(name)
 		}
 		eps, err := s.pm.Endpoints()
@@ -720,4 +721,22 @@ func (e *eventLog) close() {
 	if e.f != nil {
 		e.f.Close()
 	}
+}
+
+// reinjectLimitSysctl is our board kernel's switch for re-injecting at the
+// surviving subflow's pace (board/amd64/patches); other kernels lack it.
+var reinjectLimitSysctl = "/proc/sys/net/mptcp/reinject_limit"
+
+// nudgeWanted says whether to nudge before removing a dead primary's
+// endpoint. It reads the kernel's switch each time: it is per namespace
+// and an operator (or the lab) may flip it at run time.
+func (s *Supervisor) nudgeWanted() bool {
+	switch s.cfg.Failover.Nudge {
+	case config.NudgeOn:
+		return true
+	case config.NudgeOff:
+		return false
+	}
+	b, err := os.ReadFile(reinjectLimitSysctl)
+	return err != nil || strings.TrimSpace(string(b)) != "1"
 }
