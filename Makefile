@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 export GOFLAGS ?= -mod=mod
 BIN := bin
-HOST_DEPS := iproute2 nftables iperf3 wireguard-tools kmod psmisc
+HOST_DEPS := iproute2 nftables iperf3 wireguard-tools kmod psmisc iputils-ping
 
 .PHONY: all build test test-unit vet fmt-check bench demo deps clean
 all: build
