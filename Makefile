@@ -4,7 +4,10 @@ SHELL := /bin/bash
 GO ?= go
 export GOFLAGS ?= -mod=mod
 BIN := bin
-HOST_DEPS := iproute2 nftables iperf3 wireguard-tools kmod psmisc iputils-ping
+# hostapd, wpasupplicant and qemu: the WiFi tests (hwsim in our kernel) run in
+# the unit stage too, and skip only when a tool is really missing.
+HOST_DEPS := iproute2 nftables iperf3 wireguard-tools kmod psmisc iputils-ping \
+             hostapd wpasupplicant qemu-system-x86 busybox-static e2fsprogs
 
 .PHONY: all build test test-unit vet fmt-check bench demo deps clean
 all: build
