@@ -148,7 +148,10 @@ type Result struct {
 	LTEBytesBeforeFault int64 `json:"lte_bytes_before_fault"`
 	// FaultCounters are the non-zero MPTcpExt counter deltas of both ends
 	// over the first 1.5 s of the fault ("conc.DuplicateData", ...).
-	FaultCounters          map[string]int64 `json:"fault_counters,omitempty"`
+	FaultCounters map[string]int64 `json:"fault_counters,omitempty"`
+	// RestoreCounters are the same deltas over the first 1.5 s after the
+	// restore.
+	RestoreCounters        map[string]int64 `json:"restore_counters,omitempty"`
 	LTECarryingBeforeFault bool             `json:"lte_carrying_before_fault"`
 	// Relays are the ISP links' own counters (drops, lateness: the
 	// emulator's timing error); Shaper is `tc -s qdisc` of each uplink.
@@ -506,9 +509,32 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 			rtraced = make(chan []SSSample, 1)
 			go func() { rtraced <- w.traceSS(ctx, time.Now(), o.TraceRestore) }()
 		}
+		cBeforeR, _ := readNetstat(w.Conc)
+		rBeforeR, _ := readNetstat(w.Router)
 		if t1, err = w.Restore(o.Scenario, fiber); err != nil {
 			return err
 		}
+		// The same counters over the fail-back: a stall there with every
+		// subflow's data acknowledged points at the receiver's MPTCP
+		// level (RcvPruned: data dropped for want of memory after its
+		// subflow acknowledged it, which only the MPTCP-level
+		// retransmission timer repairs).
+		rcounters := make(chan map[string]int64, 1)
+		go func() {
+			select {
+			case <-time.After(1500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			m := map[string]int64{}
+			for k, v := range counterDelta(cBeforeR, w.Conc) {
+				m["conc."+k] = v
+			}
+			for k, v := range counterDelta(rBeforeR, w.Router) {
+				m["router."+k] = v
+			}
+			rcounters <- m
+		}()
+		defer func() { res.RestoreCounters = <-rcounters }()
 		if rtraced != nil {
 			defer func() { res.RestoreTrace = <-rtraced }()
 		}
