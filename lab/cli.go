@@ -450,7 +450,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
 	fs.Var(&f.sndbuf, "sndbuf", "SO_SNDBUF on the uploader's MPTCP socket (0: the kernel's autotuning; the kernel copies it to every subflow)")
 	fs.IntVar(&f.initCwnd, "backup-initcwnd", 0, "the supervisor's failover.backup_initcwnd (0: the config default)")
-	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: the config default)")
+	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
 	fs.Var(&f.traceFault, "trace-fault", "sample the router's `ss -tinM` for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f

@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	// way it does to the router's uploads: the concentrator's subflow on
 	// LTE must not queue more than the fiber can wait for at fail-back.
 	want := maps.Clone(sysctls)
-	want["net/ipv4/tcp_wmem"] = cfg.Failover.TCPWmem()
+	want["net/ipv4/tcp_wmem"] = cfg.TCPWmem()
 	for k, v := range want {
 		if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0644); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)

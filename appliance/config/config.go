@@ -132,15 +132,16 @@ type Failover struct {
 	BackupInitCwnd int `json:"backup_initcwnd,omitempty"`
 	// MaxSndbuf caps, in bytes, the send buffer the kernel autotunes for
 	// each TCP socket on this end (the maximum of net.ipv4.tcp_wmem), so
-	// for every MPTCP subflow; default 384 KiB. MPTCP hands data to a
-	// subflow until its send buffer is full and makes subflows ignore
+	// for every MPTCP subflow. 0 (the default) derives it from the
+	// uplinks' SQM rates, see SndbufCap. MPTCP hands data to a subflow
+	// until its send buffer is full and makes subflows ignore
 	// tcp_notsent_lowat, so while LTE carries the upload its subflow
 	// queues what the buffer holds: in the VM lab 1.3 MB, 0.6 s of LTE
 	// that the receiver has to wait for after the fiber is back (fail-back
 	// 1.17-1.33 s after a blackhole; 0.64 s with 256 KiB, 0.72 s with 512
 	// KiB). The buffer must still hold the fastest path's congestion
-	// window: BBR keeps about twice the bandwidth-delay product in flight,
-	// 280 KB at 220 Mbit/s and 5 ms.
+	// window: in the host lab's 220 Mbit/s fiber, whose RTT swells under
+	// load, 384 KiB cost 6 % of its goodput and the fail-back.
 	MaxSndbuf int `json:"max_sndbuf,omitempty"`
 }
 
@@ -151,10 +152,51 @@ const (
 	NudgeOff  = "off"
 )
 
-// TCPWmem is the net.ipv4.tcp_wmem value that applies f.MaxSndbuf: the
+// The bounds of the derived send-buffer cap; KernelSndbuf is the kernel's
+// own default maximum, what a config without SQM rates keeps.
+const (
+	MinSndbufCap = 256 << 10
+	KernelSndbuf = 4 << 20
+)
+
+// SndbufCap is the send-buffer cap this end applies: failover.max_sndbuf
+// when set, else 30 ms at the fastest shaped rate of any uplink (either
+// direction, autorate's maximum included), within 256 KiB and the kernel's
+// 4 MiB. 30 ms: BBR keeps about twice the bandwidth-delay product in
+// flight, and a shaped path's delay is its RTT plus CAKE's 5 ms target,
+// so 2 × (5 + 5) ms, plus 10 ms queued to keep it fed. 209 Mbit/s (the
+// seed's fiber at 95 %) gives 784 KB, the VM lab's 38 Mbit/s the 256 KiB
+// floor. Without SQM rates nothing says how fast a path is, and the
+// kernel's default stays.
+func (c *Config) SndbufCap() int {
+	if c.Failover.MaxSndbuf > 0 {
+		return c.Failover.MaxSndbuf
+	}
+	var top uint64
+	for _, u := range c.Uplinks {
+		if u.SQM == nil {
+			continue
+		}
+		for _, d := range []*sqm.DirectionConfig{u.SQM.Egress, u.SQM.Ingress} {
+			if d == nil {
+				continue
+			}
+			top = max(top, uint64(d.Bandwidth))
+			if d.Autorate != nil && d.Autorate.Enabled {
+				top = max(top, uint64(d.Autorate.Max))
+			}
+		}
+	}
+	if top == 0 {
+		return KernelSndbuf
+	}
+	return int(min(max(top/8*30/1000, MinSndbufCap), KernelSndbuf))
+}
+
+// TCPWmem is the net.ipv4.tcp_wmem value that applies SndbufCap: the
 // kernel's own minimum and initial size, our maximum.
-func (f Failover) TCPWmem() string {
-	return fmt.Sprintf("4096 16384 %d", f.MaxSndbuf)
+func (c *Config) TCPWmem() string {
+	return fmt.Sprintf("4096 16384 %d", c.SndbufCap())
 }
 
 // Role says whether an uplink carries traffic normally or only on failure.
@@ -355,9 +397,6 @@ func (c *Config) SetDefaults() {
 	if f.BackupInitCwnd == 0 {
 		f.BackupInitCwnd = 32
 	}
-	if f.MaxSndbuf == 0 {
-		f.MaxSndbuf = 384 << 10
-	}
 	if f.Nudge == "" {
 		f.Nudge = NudgeAuto
 		if f.NoNudge {
@@ -463,8 +502,8 @@ func (c *Config) Validate() error {
 	if c.Failover.NoNudge && c.Failover.Nudge != NudgeOff {
 		return fieldErr("failover.no_nudge", "true contradicts \"nudge\": %q (no_nudge is the old spelling of \"nudge\": \"off\")", c.Failover.Nudge)
 	}
-	if n := c.Failover.MaxSndbuf; n < 64<<10 || n > 64<<20 {
-		return fieldErr("failover.max_sndbuf", "%d bytes: want 65536 to 67108864 (4194304 is the kernel's default)", n)
+	if n := c.Failover.MaxSndbuf; n != 0 && (n < 64<<10 || n > 64<<20) {
+		return fieldErr("failover.max_sndbuf", "%d bytes: want 65536 to 67108864, or 0 to derive it from the SQM rates (4194304 is the kernel's default)", n)
 	}
 	if len(c.Uplinks) == 0 {
 		return fieldErr("uplinks", "at least one uplink is required")

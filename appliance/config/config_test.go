@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeline-router/lifeline/sqm"
 )
 
 func example(t *testing.T) []byte {
@@ -133,4 +135,35 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config without uplinks")
 		}
 	})
+}
+
+func TestSndbufCap(t *testing.T) {
+	rate := func(bps uint64, autorateMax uint64) *sqm.UplinkConfig {
+		d := &sqm.DirectionConfig{Bandwidth: sqm.Rate(bps)}
+		if autorateMax > 0 {
+			d.Autorate = &sqm.AutorateConfig{Enabled: true, Min: sqm.Rate(bps / 2), Max: sqm.Rate(autorateMax)}
+		}
+		return &sqm.UplinkConfig{Egress: d}
+	}
+	for _, tc := range []struct {
+		name  string
+		fixed int
+		sqms  []*sqm.UplinkConfig
+		want  int
+	}{
+		{"no SQM: the kernel's", 0, []*sqm.UplinkConfig{nil, nil}, KernelSndbuf},
+		{"explicit wins", 512 << 10, []*sqm.UplinkConfig{rate(209e6, 0)}, 512 << 10},
+		{"seed's fiber: 30 ms at 209 Mbit/s", 0, []*sqm.UplinkConfig{rate(209e6, 0), rate(19e6, 0)}, 783750},
+		{"slow paths: the floor", 0, []*sqm.UplinkConfig{rate(38e6, 0), nil}, MinSndbufCap},
+		{"autorate's maximum counts", 0, []*sqm.UplinkConfig{rate(40e6, 300e6)}, 1125000},
+		{"very fast: the kernel's cap", 0, []*sqm.UplinkConfig{rate(10e9, 0)}, KernelSndbuf},
+	} {
+		c := &Config{Failover: Failover{MaxSndbuf: tc.fixed}}
+		for _, q := range tc.sqms {
+			c.Uplinks = append(c.Uplinks, Uplink{SQM: q})
+		}
+		if got := c.SndbufCap(); got != tc.want {
+			t.Errorf("%s: SndbufCap() = %d, want %d", tc.name, got, tc.want)
+		}
+	}
 }

@@ -142,7 +142,7 @@ func newWorld(t *testing.T) *world {
 			Endpoint: "100.64.1.1", PublicKey: cPub, PrivateKeyFile: cPriv,
 			ServiceAddress: "10.55.0.1", ProbePort: 7,
 		},
-		Failover: config.Failover{HoldDown: config.Duration(500 * time.Millisecond)},
+		Failover: config.Failover{HoldDown: config.Duration(500 * time.Millisecond), MaxSndbuf: 384 << 10},
 		Uplinks: []config.Uplink{
 			{Name: "fiber", Device: "fiber0", Role: config.RolePrimary, Priority: 300, Gateway: "100.64.1.1",
 				WireGuard: config.WireGuard{Interface: w.fiberWG, ConcentratorInterface: "c" + w.fiberWG, PrivateKeyFile: fPriv, PublicKey: fPub,
@@ -305,8 +305,8 @@ func TestApplyAndAdopt(t *testing.T) {
 			t.Errorf("%s rp_filter = %s, want 0", dev, v)
 		}
 	}
-	// A backup subflow must not queue more than the default send-buffer
-	// cap (failover.max_sndbuf, 384 KiB): the fail-back waits for it.
+	// A backup subflow must not queue more than the send-buffer cap
+	// (failover.max_sndbuf, 384 KiB here): the fail-back waits for it.
 	if v := strings.Fields(sh(t, "ip", "netns", "exec", w.r, "cat", "/proc/sys/net/ipv4/tcp_wmem")); len(v) != 3 || v[2] != "393216" {
 		t.Errorf("tcp_wmem = %q, want the maximum 393216", v)
 	}

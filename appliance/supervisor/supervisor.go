@@ -123,7 +123,7 @@ func (s *Supervisor) Apply() error {
 	if err := writeSysctls(routerSysctls); err != nil {
 		return err
 	}
-	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.Failover.TCPWmem()}); err != nil {
+	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.TCPWmem()}); err != nil {
 		return err
 	}
 	for _, p := range s.plans {
