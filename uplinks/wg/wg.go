@@ -299,6 +299,19 @@ func (m *Manager) configure(cfg *Config, link netlink.Link, kernel bool) error {
 		if err := u.dev.Up(); err != nil {
 			return fmt.Errorf("wireguard-go Up(%s) on port %d: %w", cfg.Name, cfg.ListenPort, err)
 		}
+		// When its own, asynchronous reaction to the TUN's up event got
+		// there first and failed to bind, wireguard-go resets the port to
+		// 0, and the Up above then succeeds on a random port: the
+		// configured port must be checked, not assumed.
+		if cfg.ListenPort != 0 {
+			d, err := c.Device(cfg.Name)
+			if err != nil {
+				return fmt.Errorf("wgctrl Device(%s): %w", cfg.Name, err)
+			}
+			if d.ListenPort != cfg.ListenPort {
+				return fmt.Errorf("wireguard-go Up(%s) on port %d: it listens on %d instead, the port is taken: %w", cfg.Name, cfg.ListenPort, d.ListenPort, syscall.EADDRINUSE)
+			}
+		}
 	}
 	return nil
 }
