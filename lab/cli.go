@@ -503,8 +503,8 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 		TraceFault:   time.Duration(f.traceFault),
 		TraceRestore: time.Duration(f.traceRestore),
 	}
-	if n := int64(f.maxSndbuf); n != 0 && (n < 64<<10 || n > 64<<20) {
-		return o, fmt.Errorf("--max-sndbuf %d: want 64KiB to 64MiB (0: the default)", n)
+	if n := int64(f.maxSndbuf); n != 0 && (n < config.MaxSndbufMin || n > config.MaxSndbufMax) {
+		return o, fmt.Errorf("--max-sndbuf %d: want %s to %s (0: derived from the SQM rates)", n, FormatSize(config.MaxSndbufMin), FormatSize(config.MaxSndbufMax))
 	}
 	if f.initCwnd < 0 || f.initCwnd > 1024 {
 		return o, fmt.Errorf("--backup-initcwnd %d: want 1 to 1024 segments (0: the default)", f.initCwnd)

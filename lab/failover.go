@@ -494,23 +494,19 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		if err := wait(t0.Add(min(o.RestoreAfter, 1500*time.Millisecond))); err != nil {
 			return err
 		}
-		res.FaultCounters = map[string]int64{}
-		for k, v := range counterDelta(cBefore, w.Conc) {
-			res.FaultCounters["conc."+k] = v
-		}
-		for k, v := range counterDelta(rBefore, w.Router) {
-			res.FaultCounters["router."+k] = v
-		}
+		res.FaultCounters = w.counterDeltas(cBefore, rBefore)
 		if err := wait(t0.Add(o.RestoreAfter)); err != nil {
 			return err
 		}
+		// Read before the trace starts: its times count from just before
+		// the restore.
+		cBeforeR, _ := readNetstat(w.Conc)
+		rBeforeR, _ := readNetstat(w.Router)
 		var rtraced chan []SSSample
 		if o.TraceRestore > 0 {
 			rtraced = make(chan []SSSample, 1)
 			go func() { rtraced <- w.traceSS(ctx, time.Now(), o.TraceRestore) }()
 		}
-		cBeforeR, _ := readNetstat(w.Conc)
-		rBeforeR, _ := readNetstat(w.Router)
 		if t1, err = w.Restore(o.Scenario, fiber); err != nil {
 			return err
 		}
@@ -525,14 +521,7 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 			case <-time.After(1500 * time.Millisecond):
 			case <-ctx.Done():
 			}
-			m := map[string]int64{}
-			for k, v := range counterDelta(cBeforeR, w.Conc) {
-				m["conc."+k] = v
-			}
-			for k, v := range counterDelta(rBeforeR, w.Router) {
-				m["router."+k] = v
-			}
-			rcounters <- m
+			rcounters <- w.counterDeltas(cBeforeR, rBeforeR)
 		}()
 		defer func() { res.RestoreCounters = <-rcounters }()
 		if rtraced != nil {
@@ -962,6 +951,19 @@ func holdDown(d time.Duration) func(*config.Config) {
 }
 
 // counterDelta returns the non-zero MPTcpExt deltas since before.
+// counterDeltas is counterDelta of both ends, keyed "conc.X" and
+// "router.X".
+func (w *World) counterDeltas(concBefore, routerBefore map[string]int64) map[string]int64 {
+	m := map[string]int64{}
+	for k, v := range counterDelta(concBefore, w.Conc) {
+		m["conc."+k] = v
+	}
+	for k, v := range counterDelta(routerBefore, w.Router) {
+		m["router."+k] = v
+	}
+	return m
+}
+
 func counterDelta(before map[string]int64, ns string) map[string]int64 {
 	after, err := readNetstat(ns)
 	if err != nil {

@@ -39,6 +39,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--size", "200", "MB"},
 		{"failover", "--scenario", "flap", "--restore-after", "100ms"},
 		{"failover", "--shaper", "1.5"},
+		{"failover", "--max-sndbuf", "1KiB"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
 		{"bench", "--scenarios", "cut,meteor"},
 		{"bench", "--trials", "0"},

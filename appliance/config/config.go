@@ -154,9 +154,12 @@ const (
 
 // The bounds of the derived send-buffer cap; KernelSndbuf is the kernel's
 // own default maximum, what a config without SQM rates keeps.
+// MaxSndbufMin and MaxSndbufMax bound failover.max_sndbuf when it is set.
 const (
 	MinSndbufCap = 256 << 10
 	KernelSndbuf = 4 << 20
+	MaxSndbufMin = 64 << 10
+	MaxSndbufMax = 64 << 20
 )
 
 // SndbufCap is the send-buffer cap this end applies: failover.max_sndbuf
@@ -502,8 +505,8 @@ func (c *Config) Validate() error {
 	if c.Failover.NoNudge && c.Failover.Nudge != NudgeOff {
 		return fieldErr("failover.no_nudge", "true contradicts \"nudge\": %q (no_nudge is the old spelling of \"nudge\": \"off\")", c.Failover.Nudge)
 	}
-	if n := c.Failover.MaxSndbuf; n != 0 && (n < 64<<10 || n > 64<<20) {
-		return fieldErr("failover.max_sndbuf", "%d bytes: want 65536 to 67108864, or 0 to derive it from the SQM rates (4194304 is the kernel's default)", n)
+	if n := c.Failover.MaxSndbuf; n != 0 && (n < MaxSndbufMin || n > MaxSndbufMax) {
+		return fieldErr("failover.max_sndbuf", "%d bytes: want %d to %d, or 0 to derive it from the SQM rates (%d is the kernel's default)", n, MaxSndbufMin, MaxSndbufMax, KernelSndbuf)
 	}
 	if len(c.Uplinks) == 0 {
 		return fieldErr("uplinks", "at least one uplink is required")

@@ -322,9 +322,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			for _, p := range s.plans {
 				if p.link.Attrs().Index == int(u.Index) {
-					if s.setCarrier(p.u.Name, hasCarrier(u.Link)) && hasCarrier(u.Link) {
-						s.kickNeighbors(p)
-					}
+					s.setCarrier(p, hasCarrier(u.Link))
 				}
 			}
 			s.reconcile()
@@ -360,23 +358,28 @@ func (s *Supervisor) addrOK(name string) bool {
 func (s *Supervisor) refreshCarrier() {
 	for _, p := range s.plans {
 		if l, err := s.nl.LinkByName(p.u.Device); err == nil {
-			s.setCarrier(p.u.Name, hasCarrier(l))
+			s.setCarrier(p, hasCarrier(l))
 		} else {
-			s.setCarrier(p.u.Name, false)
+			s.setCarrier(p, false)
 		}
 	}
 }
 
-// setCarrier records an uplink's carrier and says whether it changed.
-func (s *Supervisor) setCarrier(name string, up bool) bool {
+// setCarrier records an uplink's carrier. A carrier that returns, whether
+// a link event or the periodic refresh saw it first, gets its neighbour
+// kick.
+func (s *Supervisor) setCarrier(p *uplinkPlan, up bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.carrier[name] == up {
-		return false
+	changed := s.carrier[p.u.Name] != up
+	s.carrier[p.u.Name] = up
+	s.mu.Unlock()
+	if !changed {
+		return
 	}
-	s.carrier[name] = up
-	s.log.Info("carrier", "uplink", name, "up", up)
-	return true
+	s.log.Info("carrier", "uplink", p.u.Name, "up", up)
+	if up {
+		s.kickNeighbors(p)
+	}
 }
 
 // kickNeighbors lets a returning uplink resolve its gateway at once
