@@ -138,7 +138,7 @@ type Failover struct {
 	// tcp_notsent_lowat, so while LTE carries the upload its subflow
 	// queues what the buffer holds: in the VM lab 1.3 MB, 0.6 s of LTE
 	// that the receiver has to wait for after the fiber is back (fail-back
-	// 1.17-1.33 s after a blackhole; 0.64 s with 256 KiB, 0.72 s with 512
+	// 1.18-1.20 s after a blackhole; 0.64 s with 256 KiB, 0.72 s with 512
 	// KiB). The buffer must still hold the fastest path's congestion
 	// window: in the host lab's 220 Mbit/s fiber, whose RTT swells under
 	// load, 384 KiB cost 6 % of its goodput and the fail-back.
