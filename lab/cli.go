@@ -425,7 +425,7 @@ type failoverFlags struct {
 	size                             sizeFlag
 	cutAt, restoreAfter, flap, stall durFlag
 	holdDown, minTimeout             durFlag
-	noNudge                          bool
+	noNudge, keepBacklog             bool
 	modemSim                         string
 	loss                             float64
 	sndbuf                           sizeFlag
@@ -446,11 +446,12 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.holdDown, "hold-down", "supervisor's fail-back hold-down (0: the config default)")
 	fs.Var(&f.minTimeout, "min-timeout", "floor of the supervisor's probe timeout (0: the config default)")
 	fs.BoolVar(&f.noNudge, "no-nudge", false, "turn off the supervisor's DATA_ACK nudge (for comparison)")
+	fs.BoolVar(&f.keepBacklog, "keep-backup-backlog", false, "turn off the supervisor's fail-back flush of the backup's queued data (failover.keep_backup_backlog, for comparison)")
 	fs.Var(percentFlag{&f.loss}, "loss", "random loss for --scenario loss, both directions (e.g. 5%)")
 	fs.StringVar(&f.modemSim, "modem", "", "bin/lifeline-modemsim: LTE comes up through a simulated modem's data call")
 	fs.Var(&f.sndbuf, "sndbuf", "SO_SNDBUF on the uploader's MPTCP socket (0: the kernel's autotuning; the kernel copies it to every subflow)")
 	fs.IntVar(&f.initCwnd, "backup-initcwnd", 0, "the supervisor's failover.backup_initcwnd (0: the config default)")
-	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates)")
+	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates, on the host from the lab's HTB rates)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
 	fs.Var(&f.traceFault, "trace-fault", "sample the router's `ss -tinM` for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f
@@ -465,6 +466,7 @@ func (f *failoverFlags) tweak(c *config.Config) {
 	if f.noNudge {
 		c.Failover.Nudge = config.NudgeOff
 	}
+	c.Failover.KeepBackupBacklog = f.keepBacklog
 	if f.initCwnd != 0 {
 		c.Failover.BackupInitCwnd = f.initCwnd
 	}

@@ -65,10 +65,14 @@ type Breakdown struct {
 	FirstNewByteMs *float64 `json:"first_new_byte_ms"`
 }
 
-// SSSample is one `ss -tinM` of the router at Ms after the fault.
+// SSSample is one `ss -tinM` of the router at Ms after the fault, and
+// one of the concentrator right after it: a stall at the MPTCP level is
+// either data the receiver lacks or a DATA_ACK it has not sent, and only
+// the two ends side by side tell which.
 type SSSample struct {
-	Ms  float64 `json:"ms"`
-	Out string  `json:"ss"`
+	Ms   float64 `json:"ms"`
+	Out  string  `json:"ss"`
+	Conc string  `json:"conc_ss,omitempty"`
 }
 
 // traceSS samples the router's sockets until ctx ends or d has passed
@@ -78,11 +82,15 @@ func (w *World) traceSS(ctx context.Context, t0 time.Time, d time.Duration) []SS
 	var out []SSSample
 	for time.Since(t0) < d && ctx.Err() == nil {
 		at := time.Since(t0)
-		b, err := exec.CommandContext(ctx, "ss", "-N", w.Router, "-tinMH", "state", "established").Output()
+		b, err := exec.CommandContext(ctx, "ss", "-N", w.Router, "-tinmMH", "state", "established").Output()
 		if err != nil {
 			break
 		}
-		out = append(out, SSSample{Ms: float64(at.Microseconds()) / 1000, Out: string(b)})
+		c, err := exec.CommandContext(ctx, "ss", "-N", w.Conc, "-tinmMH", "state", "established").Output()
+		if err != nil {
+			break
+		}
+		out = append(out, SSSample{Ms: float64(at.Microseconds()) / 1000, Out: string(b), Conc: string(c)})
 	}
 	return out
 }

@@ -75,6 +75,16 @@ func (w *World) Config() (*config.Config, error) {
 	if !wg.KernelHasWireGuard() {
 		c.Failover.MinTimeout = config.Duration(LabMinTimeout)
 	}
+	// The host lab's HTB stands in for SQM, which the supervisor derives
+	// its send-buffer cap (and so its receive-buffer floor) from: give it
+	// the cap SQM at the same rates would.
+	if !w.opt.CAKE && !w.opt.NoShaper {
+		var top uint64
+		for _, p := range w.Paths {
+			top = max(top, uint64(w.ShaperRate(p)))
+		}
+		c.Failover.MaxSndbuf = config.SndbufFor(top)
+	}
 	for _, p := range w.Paths {
 		k, f, err := key(p.WG)
 		if err != nil {

@@ -108,6 +108,9 @@ func Run(ctx context.Context, o Options) error {
 	// LTE must not queue more than the fiber can wait for at fail-back.
 	want := maps.Clone(sysctls)
 	want["net/ipv4/tcp_wmem"] = cfg.TCPWmem()
+	// And the receive-buffer floor: the router's primary subflow joins
+	// again at every fail-back, and uploads land here.
+	want["net/ipv4/tcp_rmem"] = cfg.TCPRmem()
 	for k, v := range want {
 		if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0644); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)

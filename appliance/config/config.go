@@ -143,6 +143,25 @@ type Failover struct {
 	// window: in the host lab's 220 Mbit/s fiber, whose RTT swells under
 	// load, 384 KiB cost 6 % of its goodput and the fail-back.
 	MaxSndbuf int `json:"max_sndbuf,omitempty"`
+	// MinRcvbuf is, in bytes, the receive buffer every new TCP socket on
+	// this end starts with (the middle value of net.ipv4.tcp_rmem); 0 (the
+	// default) derives it, see RcvbufFloor. Why: MPTCP autotunes the
+	// receive buffer of the whole connection and hands the new size to the
+	// subflows only when it grows (mptcp_rcv_space_adjust). A subflow that
+	// joins after that has settled, as the primary's does at every
+	// fail-back, keeps tcp_rmem's 128 KiB and its window stays near 75 KB:
+	// in the host lab the restored 220 Mbit/s fiber then carried 75-88
+	// Mbit/s for as long as the upload lasted (snd_wnd 76800 in `ss -ti`,
+	// the concentrator's subflow at rb131072), in about a third of the
+	// restores.
+	MinRcvbuf int `json:"min_rcvbuf,omitempty"`
+	// KeepBackupBacklog turns off the fail-back flush: when a primary
+	// comes back, the supervisor removes and re-adds the backup's endpoint
+	// once the primary's subflow is up, so that what the backup's subflow
+	// still has queued is re-sent on the primary (the kernel re-injects a
+	// closing subflow's data on the others) instead of trickling out at
+	// LTE rate while the receiver waits for it in order.
+	KeepBackupBacklog bool `json:"keep_backup_backlog,omitempty"`
 }
 
 // The values of Failover.Nudge.
@@ -193,7 +212,44 @@ func (c *Config) SndbufCap() int {
 	if top == 0 {
 		return KernelSndbuf
 	}
-	return int(min(max(top/8*30/1000, MinSndbufCap), KernelSndbuf))
+	return SndbufFor(top)
+}
+
+// SndbufFor is the derived send-buffer cap for a fastest path of bps
+// bit/s (see SndbufCap): for a lab whose own shaper stands in for SQM.
+func SndbufFor(bps uint64) int {
+	return int(min(max(bps/8*30/1000, MinSndbufCap), KernelSndbuf))
+}
+
+// The bounds of the derived receive-buffer floor, of failover.min_rcvbuf
+// when set, and the kernel's default maximum of net.ipv4.tcp_rmem.
+const (
+	MinRcvbufFloor = 512 << 10
+	MaxRcvbufFloor = 4 << 20
+	MinRcvbufMin   = 64 << 10
+	MinRcvbufMax   = 64 << 20
+	KernelRmemMax  = 6 << 20
+)
+
+// RcvbufFloor is the receive buffer new TCP sockets start with on this
+// end: failover.min_rcvbuf when set, else twice SndbufCap within 512 KiB
+// and 4 MiB. A subflow's window is about half its receive buffer, and it
+// must hold what the fastest path has in flight, which is what SndbufCap
+// sizes the send side for. The memory is a bound, not an allocation:
+// sockets whose reader keeps up never fill it.
+func (c *Config) RcvbufFloor() int {
+	if c.Failover.MinRcvbuf > 0 {
+		return c.Failover.MinRcvbuf
+	}
+	return min(max(2*c.SndbufCap(), MinRcvbufFloor), MaxRcvbufFloor)
+}
+
+// TCPRmem is the net.ipv4.tcp_rmem value that applies RcvbufFloor: the
+// kernel's minimum, our initial size, and the kernel's default maximum
+// (or the floor, if that is larger) for autotuning to grow into.
+func (c *Config) TCPRmem() string {
+	f := c.RcvbufFloor()
+	return fmt.Sprintf("4096 %d %d", f, max(f, KernelRmemMax))
 }
 
 // TCPWmem is the net.ipv4.tcp_wmem value that applies SndbufCap: the
@@ -504,6 +560,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Failover.NoNudge && c.Failover.Nudge != NudgeOff {
 		return fieldErr("failover.no_nudge", "true contradicts \"nudge\": %q (no_nudge is the old spelling of \"nudge\": \"off\")", c.Failover.Nudge)
+	}
+	if n := c.Failover.MinRcvbuf; n != 0 && (n < MinRcvbufMin || n > MinRcvbufMax) {
+		return fieldErr("failover.min_rcvbuf", "%d bytes: want %d to %d, or 0 to derive it from the send-buffer cap", n, MinRcvbufMin, MinRcvbufMax)
 	}
 	if n := c.Failover.MaxSndbuf; n != 0 && (n < MaxSndbufMin || n > MaxSndbufMax) {
 		return fieldErr("failover.max_sndbuf", "%d bytes: want %d to %d, or 0 to derive it from the SQM rates (%d is the kernel's default)", n, MaxSndbufMin, MaxSndbufMax, KernelSndbuf)

@@ -70,6 +70,7 @@ func TestBadFieldsAreNamed(t *testing.T) {
 		{"unknown nudge", `"hold_down": "500ms"`, `"hold_down": "500ms", "nudge": "sometimes"`, "failover.nudge"},
 		{"nudge contradiction", `"hold_down": "500ms"`, `"hold_down": "500ms", "nudge": "on", "no_nudge": true`, "failover.no_nudge"},
 		{"max sndbuf", `"hold_down": "500ms"`, `"hold_down": "500ms", "max_sndbuf": 1000`, "failover.max_sndbuf"},
+		{"min rcvbuf", `"hold_down": "500ms"`, `"hold_down": "500ms", "min_rcvbuf": 1000`, "failover.min_rcvbuf"},
 		{"sqm min above max", `"min": "2mbit"`, `"min": "90mbit"`, "uplinks[2].sqm.egress.autorate.min"},
 		{"sqm unknown diffserv", `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv4"}`, `"ingress": {"bandwidth": "209mbit", "diffserv": "diffserv5"}`, "uplinks[0].sqm.ingress.diffserv"},
 		{"sqm zero rate", `"bandwidth": "209mbit", "diffserv": "diffserv4", "ack_filter": true`, `"bandwidth": "0mbit", "diffserv": "diffserv4", "ack_filter": true`, "uplinks[0].sqm.egress.bandwidth"},
@@ -135,6 +136,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config without uplinks")
 		}
 	})
+}
+
+func TestRcvbufFloor(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		sndbuf, rcvbuf int
+		want           string
+	}{
+		{"twice the send-buffer cap", 784 << 10, 0, "4096 1605632 6291456"},
+		{"the floor", 256 << 10, 0, "4096 524288 6291456"},
+		{"the ceiling (no SQM: the kernel's 4 MiB send buffer)", 0, 0, "4096 4194304 6291456"},
+		{"explicit wins, the maximum follows it", 0, 8 << 20, "4096 8388608 8388608"},
+	} {
+		c := &Config{Failover: Failover{MaxSndbuf: tc.sndbuf, MinRcvbuf: tc.rcvbuf}}
+		if got := c.TCPRmem(); got != tc.want {
+			t.Errorf("%s: TCPRmem() = %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }
 
 func TestSndbufCap(t *testing.T) {

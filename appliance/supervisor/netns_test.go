@@ -310,6 +310,12 @@ func TestApplyAndAdopt(t *testing.T) {
 	if v := strings.Fields(sh(t, "ip", "netns", "exec", w.r, "cat", "/proc/sys/net/ipv4/tcp_wmem")); len(v) != 3 || v[2] != "393216" {
 		t.Errorf("tcp_wmem = %q, want the maximum 393216", v)
 	}
+	// The primary's subflow joins again at every fail-back and must not
+	// start with the kernel's 128 KiB receive buffer: twice the cap, at
+	// least 512 KiB, with the kernel's 6 MiB maximum left for autotuning.
+	if v := strings.Fields(sh(t, "ip", "netns", "exec", w.r, "cat", "/proc/sys/net/ipv4/tcp_rmem")); len(v) != 3 || v[1] != "786432" || v[2] != "6291456" {
+		t.Errorf("tcp_rmem = %q, want 4096 786432 6291456", v)
+	}
 	if out, err := exec.Command("ip", "-n", w.r, "route", "get", "100.64.1.2", "from", "203.0.113.9", "iif", "fiber0").CombinedOutput(); err != nil {
 		t.Errorf("an off-link concentrator's reply would be dropped on fiber0: ip route get ... iif fiber0: %v: %s", err, out)
 	}

@@ -123,7 +123,7 @@ func (s *Supervisor) Apply() error {
 	if err := writeSysctls(routerSysctls); err != nil {
 		return err
 	}
-	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.TCPWmem()}); err != nil {
+	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.TCPWmem(), "net/ipv4/tcp_rmem": s.cfg.TCPRmem()}); err != nil {
 		return err
 	}
 	for _, p := range s.plans {
@@ -463,6 +463,12 @@ func (s *Supervisor) reconcile() {
 	if !usable {
 		return
 	}
+	s.mu.Lock()
+	prev := make(map[string]failover.Mode, len(s.modes))
+	for k, v := range s.modes {
+		prev[k] = v
+	}
+	s.mu.Unlock()
 	// Removals first: every millisecond a dead path keeps its endpoint is
 	// a millisecond of data queued into a black hole.
 	for _, pass := range []func(failover.Mode) bool{
@@ -484,7 +490,103 @@ func (s *Supervisor) reconcile() {
 			s.fail(err)
 		}
 	}
+	if active, backups := failingBack(prev, d.Modes); active != "" && !s.cfg.Failover.KeepBackupBacklog {
+		if err := s.flushBackups(active, backups); err != nil {
+			s.fail(err)
+		}
+	}
 	s.tuneProbes(d)
+}
+
+// failingBack reports the uplink that has just become active after none
+// was (so the backups carried the traffic), and the backups that did.
+func failingBack(prev, now map[string]failover.Mode) (active string, backups []string) {
+	for _, m := range prev {
+		if m == failover.Active {
+			return "", nil
+		}
+	}
+	for name, m := range now {
+		if m == failover.Active && prev[name] != failover.Active {
+			active = name
+		}
+	}
+	if active == "" {
+		return "", nil
+	}
+	for name, m := range now {
+		if m == failover.Standby && prev[name] == failover.Standby {
+			backups = append(backups, name)
+		}
+	}
+	return active, backups
+}
+
+// flushBackups hands what the backups' subflows still have queued to the
+// primary that has just come back. While LTE carried the upload, its
+// subflow filled its send buffer (hundreds of KB, failover.max_sndbuf),
+// and the kernel keeps sending that on LTE after the fail-back: the
+// receiver waits for it in order while the fiber's data piles up out of
+// order behind it (about 0.3 s at 20 Mbit/s in the host lab). Removing
+// the backup's endpoint closes its subflows, and the kernel re-injects a
+// closing subflow's unacknowledged data on the others
+// (__mptcp_retransmit_pending_data), here the fiber; re-adding the
+// endpoint joins a fresh, idle backup subflow one LTE round trip later.
+// Only once the primary's subflow is up, or the data would have nowhere
+// to go; if it does not come up within the wait, the backlog stays.
+func (s *Supervisor) flushBackups(active string, backups []string) error {
+	if len(backups) == 0 || s.pm == nil {
+		return nil
+	}
+	addr := s.byName[active].tunnel.Addr()
+	wait := 2*s.probers[active].Snapshot().SRTT + 20*time.Millisecond
+	deadline := time.Now().Add(min(wait, 200*time.Millisecond))
+	for {
+		sfs, err := s.pm.Subflows()
+		if err != nil {
+			return fmt.Errorf("mptcp Subflows: %w", err)
+		}
+		up := false
+		for _, sf := range sfs {
+			if sf.Local.Addr() == addr && sf.FullyEstablished {
+				up = true
+			}
+		}
+		if up {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.event(time.Now(), "backlog_kept", active, fmt.Sprintf("no established subflow from %v within %v", addr, wait))
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for _, name := range backups {
+		p := s.byName[name]
+		eps, err := s.pm.Endpoints()
+		if err != nil {
+			return fmt.Errorf("mptcp Endpoints: %w", err)
+		}
+		for _, e := range eps {
+			if e.Addr != p.tunnel.Addr() {
+				continue
+			}
+			if err := s.pm.DelEndpoint(e.ID); err != nil {
+				return fmt.Errorf("mptcp DelEndpoint(%d %v): %w", e.ID, e.Addr, err)
+			}
+		}
+		tl, err := s.nl.LinkByName(p.u.WireGuard.Interface)
+		if err != nil {
+			return fmt.Errorf("LinkByName(%s): %w", p.u.WireGuard.Interface, err)
+		}
+		ep := endpointFor(p, tl, true)
+		got, err := s.pm.EnsureEndpoint(ep)
+		if err != nil {
+			return fmt.Errorf("mptcp EnsureEndpoint(%v): %w", ep, err)
+		}
+		s.event(time.Now(), "backlog_flushed", name, fmt.Sprintf("to %s; endpoint id %d %v %v", active, got.ID, got.Addr, got.Flags))
+	}
+	return nil
 }
 
 // tuneProbes watches a backup closely only while it carries the traffic:
