@@ -358,6 +358,20 @@ func TestFailover(t *testing.T) {
 			if sc == FaultLoss && res.PathSwitches > 2 {
 				t.Errorf("%d path switches under 5%% loss, want at most one each way", res.PathSwitches)
 			}
+			// The fail-back flush: once the fiber's subflow was back, the
+			// supervisor handed LTE's queue to it (the upload was still
+			// running at the restore).
+			if sc != FaultLoss {
+				flushed := false
+				for _, e := range res.Events {
+					if e.Event == "backlog_flushed" && e.Uplink == "lte" && e.Ms > res.RestoreAtMs-res.FaultAtMs {
+						flushed = true
+					}
+				}
+				if !flushed {
+					t.Errorf("no backlog_flushed event for lte after the restore: %v", res.Events)
+				}
+			}
 			// The per-subflow plot's data: the fiber's tunnel carried the
 			// upload before the fault.
 			if fs := res.SubflowSeries["fiber"]; len(fs) < 5 || slices.Max(fs[:5]) < 1 {

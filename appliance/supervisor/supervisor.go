@@ -546,11 +546,20 @@ func (s *Supervisor) flushBackups(active string, backups []string) error {
 		if err != nil {
 			return fmt.Errorf("mptcp Subflows: %w", err)
 		}
-		up := false
+		up, queued := false, false
 		for _, sf := range sfs {
 			if sf.Local.Addr() == addr && sf.FullyEstablished {
 				up = true
 			}
+			for _, name := range backups {
+				if sf.Local.Addr() == s.byName[name].tunnel.Addr() {
+					queued = true
+				}
+			}
+		}
+		if !queued {
+			// No connection has a subflow on a backup: nothing to hand over.
+			return nil
 		}
 		if up {
 			break
