@@ -430,7 +430,7 @@ type failoverFlags struct {
 	loss                             float64
 	sndbuf                           sizeFlag
 	initCwnd                         int
-	maxSndbuf                        sizeFlag
+	maxSndbuf, minRcvbuf             sizeFlag
 	traceFault, traceRestore         durFlag
 }
 
@@ -453,7 +453,8 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.IntVar(&f.initCwnd, "backup-initcwnd", 0, "the supervisor's failover.backup_initcwnd (0: the config default)")
 	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates, on the host from the lab's HTB rates)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
-	fs.Var(&f.traceFault, "trace-fault", "sample the router's `ss -tinM` for this long after the fault starts, into the result's fault_trace (0: off)")
+	fs.Var(&f.minRcvbuf, "min-rcvbuf", "failover.min_rcvbuf at both ends: the receive buffer new TCP sockets start with (0: twice the send-buffer cap; 128KiB is the kernel's own, which leaves a subflow joining at fail-back a ~76 KB window)")
+	fs.Var(&f.traceFault, "trace-fault", "sample `ss -tinmM` of the router and the concentrator for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f
 }
 
@@ -472,6 +473,9 @@ func (f *failoverFlags) tweak(c *config.Config) {
 	}
 	if f.maxSndbuf != 0 {
 		c.Failover.MaxSndbuf = int(f.maxSndbuf)
+	}
+	if f.minRcvbuf != 0 {
+		c.Failover.MinRcvbuf = int(f.minRcvbuf)
 	}
 }
 
@@ -507,6 +511,9 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 	}
 	if n := int64(f.maxSndbuf); n != 0 && (n < config.MaxSndbufMin || n > config.MaxSndbufMax) {
 		return o, fmt.Errorf("--max-sndbuf %d: want %s to %s (0: derived from the SQM rates)", n, FormatSize(config.MaxSndbufMin), FormatSize(config.MaxSndbufMax))
+	}
+	if n := int64(f.minRcvbuf); n != 0 && (n < config.MinRcvbufMin || n > config.MinRcvbufMax) {
+		return o, fmt.Errorf("--min-rcvbuf %d: want %s to %s (0: twice the send-buffer cap)", n, FormatSize(config.MinRcvbufMin), FormatSize(config.MinRcvbufMax))
 	}
 	if f.initCwnd < 0 || f.initCwnd > 1024 {
 		return o, fmt.Errorf("--backup-initcwnd %d: want 1 to 1024 segments (0: the default)", f.initCwnd)

@@ -75,9 +75,9 @@ type SSSample struct {
 	Conc string  `json:"conc_ss,omitempty"`
 }
 
-// traceSS samples the router's sockets until ctx ends or d has passed
-// since t0. Each sample forks ss: a few ms in the VM, so the samples are
-// as dense as that allows, not a fixed grid.
+// traceSS samples the sockets of the router and of the concentrator until
+// ctx ends or d has passed since t0. Each sample forks ss twice: a few ms
+// in the VM, so the samples are as dense as that allows, not a fixed grid.
 func (w *World) traceSS(ctx context.Context, t0 time.Time, d time.Duration) []SSSample {
 	var out []SSSample
 	for time.Since(t0) < d && ctx.Err() == nil {
@@ -958,7 +958,6 @@ func holdDown(d time.Duration) func(*config.Config) {
 	}
 }
 
-// counterDelta returns the non-zero MPTcpExt deltas since before.
 // counterDeltas is counterDelta of both ends, keyed "conc.X" and
 // "router.X".
 func (w *World) counterDeltas(concBefore, routerBefore map[string]int64) map[string]int64 {
@@ -972,6 +971,7 @@ func (w *World) counterDeltas(concBefore, routerBefore map[string]int64) map[str
 	return m
 }
 
+// counterDelta returns the non-zero MPTcpExt deltas since before.
 func counterDelta(before map[string]int64, ns string) map[string]int64 {
 	after, err := readNetstat(ns)
 	if err != nil {

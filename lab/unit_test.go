@@ -40,6 +40,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--scenario", "flap", "--restore-after", "100ms"},
 		{"failover", "--shaper", "1.5"},
 		{"failover", "--max-sndbuf", "1KiB"},
+		{"failover", "--min-rcvbuf", "1KiB"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
 		{"bench", "--scenarios", "cut,meteor"},
 		{"bench", "--trials", "0"},

@@ -292,6 +292,23 @@ func (d *DirectionConfig) bounds() (autorate.Bounds, bool) {
 	return autorate.Bounds{Min: uint64(d.Autorate.Min), Base: uint64(base), Max: uint64(d.Autorate.Max)}, true
 }
 
+// TopRate is the fastest rate, in bit/s, the section can shape either
+// direction at: the fixed bandwidth, or autorate's maximum when that is
+// higher. 0 when nothing is shaped.
+func (c UplinkConfig) TopRate() uint64 {
+	var top uint64
+	for _, d := range []*DirectionConfig{c.Egress, c.Ingress} {
+		if d == nil {
+			continue
+		}
+		top = max(top, uint64(d.Bandwidth))
+		if b, ok := d.bounds(); ok {
+			top = max(top, b.Max)
+		}
+	}
+	return top
+}
+
 // direction returns the config of dir (nil when not shaped).
 func (c UplinkConfig) direction(dir Dir) *DirectionConfig {
 	if dir == DirIngress {

@@ -155,3 +155,23 @@ func TestUplinkConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestTopRate(t *testing.T) {
+	dir := func(bw Rate, ar *AutorateConfig) *DirectionConfig {
+		return &DirectionConfig{Bandwidth: bw, Autorate: ar}
+	}
+	for _, tc := range []struct {
+		name string
+		c    UplinkConfig
+		want uint64
+	}{
+		{"nothing shaped", UplinkConfig{}, 0},
+		{"the faster direction", UplinkConfig{Egress: dir(20e6, nil), Ingress: dir(80e6, nil)}, 80e6},
+		{"autorate's maximum", UplinkConfig{Egress: dir(20e6, &AutorateConfig{Enabled: true, Min: 2e6, Max: 150e6})}, 150e6},
+		{"a disabled autorate does not count", UplinkConfig{Egress: dir(20e6, &AutorateConfig{Min: 2e6, Max: 150e6})}, 20e6},
+	} {
+		if got := tc.c.TopRate(); got != tc.want {
+			t.Errorf("%s: TopRate() = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -103,14 +103,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	// The send-buffer cap (failover.max_sndbuf) applies to downloads the
-	// way it does to the router's uploads: the concentrator's subflow on
-	// LTE must not queue more than the fiber can wait for at fail-back.
+	// The send-buffer cap applies to downloads the way it does to the
+	// router's uploads (the concentrator's LTE subflow must not queue more
+	// than the fiber can wait for at fail-back), and uploads land here, on
+	// the router's primary subflow that joins again at every fail-back.
 	want := maps.Clone(sysctls)
-	want["net/ipv4/tcp_wmem"] = cfg.TCPWmem()
-	// And the receive-buffer floor: the router's primary subflow joins
-	// again at every fail-back, and uploads land here.
-	want["net/ipv4/tcp_rmem"] = cfg.TCPRmem()
+	maps.Copy(want, cfg.BufferSysctls())
 	for k, v := range want {
 		if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0644); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)

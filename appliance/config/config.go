@@ -196,17 +196,8 @@ func (c *Config) SndbufCap() int {
 	}
 	var top uint64
 	for _, u := range c.Uplinks {
-		if u.SQM == nil {
-			continue
-		}
-		for _, d := range []*sqm.DirectionConfig{u.SQM.Egress, u.SQM.Ingress} {
-			if d == nil {
-				continue
-			}
-			top = max(top, uint64(d.Bandwidth))
-			if d.Autorate != nil && d.Autorate.Enabled {
-				top = max(top, uint64(d.Autorate.Max))
-			}
+		if u.SQM != nil {
+			top = max(top, u.SQM.TopRate())
 		}
 	}
 	if top == 0 {
@@ -256,6 +247,15 @@ func (c *Config) TCPRmem() string {
 // kernel's own minimum and initial size, our maximum.
 func (c *Config) TCPWmem() string {
 	return fmt.Sprintf("4096 16384 %d", c.SndbufCap())
+}
+
+// BufferSysctls are the socket-buffer sysctls (paths under /proc/sys)
+// both ends apply: the send-buffer cap (TCPWmem) and the receive-buffer
+// floor (TCPRmem). Both are per network namespace, so they reach every
+// TCP socket of that end, MPTCP subflows included: the router's for
+// uploads, the concentrator's for downloads.
+func (c *Config) BufferSysctls() map[string]string {
+	return map[string]string{"net/ipv4/tcp_wmem": c.TCPWmem(), "net/ipv4/tcp_rmem": c.TCPRmem()}
 }
 
 // Role says whether an uplink carries traffic normally or only on failure.

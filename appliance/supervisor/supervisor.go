@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -123,7 +124,7 @@ func (s *Supervisor) Apply() error {
 	if err := writeSysctls(routerSysctls); err != nil {
 		return err
 	}
-	if err := writeSysctls(map[string]string{"net/ipv4/tcp_wmem": s.cfg.TCPWmem(), "net/ipv4/tcp_rmem": s.cfg.TCPRmem()}); err != nil {
+	if err := writeSysctls(s.cfg.BufferSysctls()); err != nil {
 		return err
 	}
 	for _, p := range s.plans {
@@ -464,10 +465,7 @@ func (s *Supervisor) reconcile() {
 		return
 	}
 	s.mu.Lock()
-	prev := make(map[string]failover.Mode, len(s.modes))
-	for k, v := range s.modes {
-		prev[k] = v
-	}
+	prev := maps.Clone(s.modes)
 	s.mu.Unlock()
 	// Removals first: every millisecond a dead path keeps its endpoint is
 	// a millisecond of data queued into a black hole.
@@ -539,8 +537,12 @@ func (s *Supervisor) flushBackups(active string, backups []string) error {
 		return nil
 	}
 	addr := s.byName[active].tunnel.Addr()
-	wait := 2*s.probers[active].Snapshot().SRTT + 20*time.Millisecond
-	deadline := time.Now().Add(min(wait, 200*time.Millisecond))
+	backupAddrs := map[netip.Addr]bool{}
+	for _, name := range backups {
+		backupAddrs[s.byName[name].tunnel.Addr()] = true
+	}
+	wait := min(2*s.probers[active].Snapshot().SRTT+20*time.Millisecond, 200*time.Millisecond)
+	deadline := time.Now().Add(wait)
 	for {
 		sfs, err := s.pm.Subflows()
 		if err != nil {
@@ -548,14 +550,8 @@ func (s *Supervisor) flushBackups(active string, backups []string) error {
 		}
 		up, queued := false, false
 		for _, sf := range sfs {
-			if sf.Local.Addr() == addr && sf.FullyEstablished {
-				up = true
-			}
-			for _, name := range backups {
-				if sf.Local.Addr() == s.byName[name].tunnel.Addr() {
-					queued = true
-				}
-			}
+			up = up || (sf.Local.Addr() == addr && sf.FullyEstablished)
+			queued = queued || backupAddrs[sf.Local.Addr()]
 		}
 		if !queued {
 			// No connection has a subflow on a backup: nothing to hand over.
@@ -572,30 +568,51 @@ func (s *Supervisor) flushBackups(active string, backups []string) error {
 	}
 	for _, name := range backups {
 		p := s.byName[name]
-		eps, err := s.pm.Endpoints()
-		if err != nil {
-			return fmt.Errorf("mptcp Endpoints: %w", err)
+		if _, err := s.removeEndpoints(p); err != nil {
+			return err
 		}
-		for _, e := range eps {
-			if e.Addr != p.tunnel.Addr() {
-				continue
-			}
-			if err := s.pm.DelEndpoint(e.ID); err != nil {
-				return fmt.Errorf("mptcp DelEndpoint(%d %v): %w", e.ID, e.Addr, err)
-			}
-		}
-		tl, err := s.nl.LinkByName(p.u.WireGuard.Interface)
+		got, err := s.ensureEndpoint(p, true)
 		if err != nil {
-			return fmt.Errorf("LinkByName(%s): %w", p.u.WireGuard.Interface, err)
-		}
-		ep := endpointFor(p, tl, true)
-		got, err := s.pm.EnsureEndpoint(ep)
-		if err != nil {
-			return fmt.Errorf("mptcp EnsureEndpoint(%v): %w", ep, err)
+			return err
 		}
 		s.event(time.Now(), "backlog_flushed", name, fmt.Sprintf("to %s; endpoint id %d %v %v", active, got.ID, got.Addr, got.Flags))
 	}
 	return nil
+}
+
+// removeEndpoints deletes the MPTCP endpoints on p's tunnel address (the
+// kernel closes their subflows) and returns what it deleted.
+func (s *Supervisor) removeEndpoints(p *uplinkPlan) ([]mptcp.Endpoint, error) {
+	eps, err := s.pm.Endpoints()
+	if err != nil {
+		return nil, fmt.Errorf("mptcp Endpoints: %w", err)
+	}
+	var gone []mptcp.Endpoint
+	for _, e := range eps {
+		if e.Addr != p.tunnel.Addr() {
+			continue
+		}
+		if err := s.pm.DelEndpoint(e.ID); err != nil {
+			return gone, fmt.Errorf("mptcp DelEndpoint(%d %v): %w", e.ID, e.Addr, err)
+		}
+		gone = append(gone, e)
+	}
+	return gone, nil
+}
+
+// ensureEndpoint makes p's tunnel address an MPTCP subflow endpoint,
+// backup or not.
+func (s *Supervisor) ensureEndpoint(p *uplinkPlan, backup bool) (mptcp.Endpoint, error) {
+	tl, err := s.nl.LinkByName(p.u.WireGuard.Interface)
+	if err != nil {
+		return mptcp.Endpoint{}, fmt.Errorf("LinkByName(%s): %w", p.u.WireGuard.Interface, err)
+	}
+	ep := endpointFor(p, tl, backup)
+	got, err := s.pm.EnsureEndpoint(ep)
+	if err != nil {
+		return got, fmt.Errorf("mptcp EnsureEndpoint(%v): %w", ep, err)
+	}
+	return got, nil
 }
 
 // tuneProbes watches a backup closely only while it carries the traffic:
@@ -637,33 +654,23 @@ func (s *Supervisor) setMode(name string, want failover.Mode) error {
 		return nil
 	}
 	p := s.byName[name]
-	tl, err := s.nl.LinkByName(p.u.WireGuard.Interface)
-	if err != nil {
-		return fmt.Errorf("LinkByName(%s): %w", p.u.WireGuard.Interface, err)
-	}
 	now := time.Now()
 	switch want {
 	case failover.Unused:
 		if known && have == failover.Active && s.nudgeWanted() {
 			s.nudge(name)
 		}
-		eps, err := s.pm.Endpoints()
-		if err != nil {
-			return fmt.Errorf("mptcp Endpoints: %w", err)
+		gone, err := s.removeEndpoints(p)
+		for _, e := range gone {
+			s.event(time.Now(), "endpoint_removed", name, fmt.Sprintf("id %d %v", e.ID, e.Addr))
 		}
-		for _, e := range eps {
-			if e.Addr == p.tunnel.Addr() {
-				if err := s.pm.DelEndpoint(e.ID); err != nil {
-					return fmt.Errorf("mptcp DelEndpoint(%d %v): %w", e.ID, e.Addr, err)
-				}
-				s.event(time.Now(), "endpoint_removed", name, fmt.Sprintf("id %d %v", e.ID, e.Addr))
-			}
+		if err != nil {
+			return err
 		}
 	default:
-		ep := endpointFor(p, tl, want == failover.Standby)
-		got, err := s.pm.EnsureEndpoint(ep)
+		got, err := s.ensureEndpoint(p, want == failover.Standby)
 		if err != nil {
-			return fmt.Errorf("mptcp EnsureEndpoint(%v): %w", ep, err)
+			return err
 		}
 		if (known && have != want) || (!known && !adopted) {
 			s.event(time.Now(), "endpoint_added", name, fmt.Sprintf("id %d %v %v", got.ID, got.Addr, got.Flags))
