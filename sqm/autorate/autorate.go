@@ -14,6 +14,7 @@ package autorate
 
 import (
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -139,6 +140,50 @@ func (m *rateMeter) between(t1, t2 time.Time) (float64, bool) {
 		return 0, false
 	}
 	return float64(m.bytes[j]-m.bytes[i]) * 8 / dt, true
+}
+
+// at is the counter at t, interpolated linearly between the samples around it; false outside
+// the samples kept.
+func (m *rateMeter) at(t time.Time) (float64, bool) {
+	n := len(m.ts)
+	if n == 0 || t.Before(m.ts[0]) || t.After(m.ts[n-1]) {
+		return 0, false
+	}
+	i := sort.Search(n, func(i int) bool { return !m.ts[i].Before(t) })
+	if i == 0 || m.ts[i].Equal(t) {
+		return float64(m.bytes[i]), true
+	}
+	a, b := m.ts[i-1], m.ts[i]
+	f := t.Sub(a).Seconds() / b.Sub(a).Seconds()
+	return float64(m.bytes[i-1]) + f*float64(m.bytes[i]-m.bytes[i-1]), true
+}
+
+// rate is the average rate (bit/s) over [t1, t2] clipped to the samples kept, the counter
+// interpolated at both ends. Unlike between it does not widen the window to the samples
+// around it: with 50 ms ticks, a window that starts just after a step (80→10 Mbit/s, or our
+// own cut from 40 to 2) would otherwise carry a tick of the old rate into the new one (seen
+// on the real kernel: a capacity of 9–10 Mbit/s estimated right after a step to 5).
+func (m *rateMeter) rate(t1, t2 time.Time) (float64, bool) {
+	n := len(m.ts)
+	if n < 2 {
+		return 0, false
+	}
+	if t1.Before(m.ts[0]) {
+		t1 = m.ts[0]
+	}
+	if t2.After(m.ts[n-1]) {
+		t2 = m.ts[n-1]
+	}
+	dt := t2.Sub(t1).Seconds()
+	if dt < 0.001 {
+		return 0, false
+	}
+	b1, ok1 := m.at(t1)
+	b2, ok2 := m.at(t2)
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	return (b2 - b1) * 8 / dt, true
 }
 
 // last is the rate over the most recent window w.

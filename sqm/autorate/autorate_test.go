@@ -144,6 +144,45 @@ func TestRateMeterCounterReset(t *testing.T) {
 	}
 }
 
+// A window that starts a little before a step must not carry a whole tick of the old rate:
+// with 50 ms ticks, 40 Mbit/s until t=100 ms then 5 Mbit/s, the rate over [99, 300] ms is
+// 1 ms of the old rate and 200 ms of the new, 5.17 Mbit/s (between, which widens the window to
+// the tick before, reads 12). The real kernel showed the widened reading as a 9–10 Mbit/s
+// capacity right after a step to 5.
+func TestRateMeterInterpolates(t *testing.T) {
+	m := rateMeter{keep: 2 * time.Second}
+	t0 := time.Unix(0, 0)
+	var b uint64
+	for i := 0; i <= 6; i++ {
+		m.add(t0.Add(time.Duration(i)*50*time.Millisecond), b)
+		if i < 2 {
+			b += 40e6 / 8 / 20 // 40 Mbit/s for 50 ms
+		} else {
+			b += 5e6 / 8 / 20
+		}
+	}
+	want := (40e6*0.001 + 5e6*0.2) / 0.201
+	r, ok := m.rate(t0.Add(99*time.Millisecond), t0.Add(300*time.Millisecond))
+	if !ok || r < want-1e3 || r > want+1e3 {
+		t.Errorf("rate over [99, 300] ms = %.0f %v, want %.0f", r, ok, want)
+	}
+	if w, _ := m.between(t0.Add(99*time.Millisecond), t0.Add(300*time.Millisecond)); w < 10e6 {
+		t.Errorf("between = %.0f: the test no longer shows the widening it guards against", w)
+	}
+	// Across the step: 25 ms at 40 and 25 ms at 5 Mbit/s.
+	if r, ok := m.rate(t0.Add(75*time.Millisecond), t0.Add(125*time.Millisecond)); !ok || r < 22.49e6 || r > 22.51e6 {
+		t.Errorf("rate over [75, 125] ms = %.0f %v, want 22.5e6", r, ok)
+	}
+	// Outside the samples kept: clipped, and nothing at all without two samples.
+	if r, ok := m.rate(t0.Add(-time.Second), t0.Add(50*time.Millisecond)); !ok || r < 39.99e6 || r > 40.01e6 {
+		t.Errorf("rate clipped to the first sample = %.0f %v, want 40e6", r, ok)
+	}
+	var empty rateMeter
+	if _, ok := empty.rate(t0, t0.Add(time.Second)); ok {
+		t.Error("rate from no samples")
+	}
+}
+
 // At a low rate the probes wait behind the frame our own shaper is sending (12 ms at
 // 1 Mbit/s). That is not a queue at the bottleneck: the controller must still grow when the
 // direction is loaded, not hold or drain at Min forever (seen on the real kernel).

@@ -230,7 +230,7 @@ func (c *Lifeline) Observe(s Sample) {
 	}
 	c.hist = c.hist[cut:]
 
-	achieved, haveRate := c.meter.last(300 * time.Millisecond)
+	achieved, haveRate := c.meter.rate(s.At.Add(-300*time.Millisecond), s.At)
 	loaded := haveRate && achieved >= cfg.LoadedShare*c.rate
 
 	// Current queue: median of the latest samples.
@@ -378,10 +378,10 @@ func (c *Lifeline) gradientCapacity() (float64, bool) {
 		// The queue's output while it stands is the capacity (also while it drains), and
 		// the counter sees it when the probes that saw the queue arrive, not when the far
 		// end sent them (that window starts before the queue did).
-		out, ok := c.meter.between(pts[0].recv, c.hist[n-1].recv)
+		out, ok := c.meter.rate(pts[0].recv, c.hist[n-1].recv)
 		return out, ok && out > 0
 	}
-	in, ok := c.meter.between(pts[0].sent, newest)
+	in, ok := c.meter.rate(pts[0].sent, newest)
 	if !ok || in <= 0 {
 		return 0, false
 	}
