@@ -100,7 +100,17 @@ func Scenarios() ([]Scenario, error) {
 type Contender struct {
 	Name   string
 	Config *sqm.UplinkConfig
+	// Oracle, when > 0, sets CAKE to this share of the trace's capacity at every change of
+	// the trace, as it happens: a controller that knows the future. It is not a product
+	// mode but a floor: what the load's own TCP does behind a perfect rate (how fast it
+	// ramps into a step up, how long a remote sender takes to drain the modem's queue after
+	// a step down). What a real controller adds above it is the controller's.
+	Oracle float64
 }
+
+// OracleShare is the oracle's share of the capacity: CAKE a little below the line rate, as
+// every contender that shapes settles.
+const OracleShare = 0.95
 
 // Bounds of the autorate contenders (as the simulated bench): cake-autorate's download
 // defaults with a 2 Mbit/s floor.
@@ -123,10 +133,11 @@ func Contenders(scale float64) []Contender {
 		return &sqm.UplinkConfig{Egress: dir(true, ctrl), Ingress: dir(false, ctrl)}
 	}
 	return []Contender{
-		{"none", nil},
-		{"fixed-20mbit", cfg("")},
-		{"cake-autorate", cfg(sqm.ControllerCakeAutorate)},
-		{"lifeline", cfg(sqm.ControllerLifeline)},
+		{Name: "none"},
+		{Name: "fixed-20mbit", Config: cfg("")},
+		{Name: "cake-autorate", Config: cfg(sqm.ControllerCakeAutorate)},
+		{Name: "lifeline", Config: cfg(sqm.ControllerLifeline)},
+		{Name: "oracle", Config: cfg(""), Oracle: OracleShare},
 	}
 }
 
@@ -380,6 +391,11 @@ func (b *Bench) Run(ctx context.Context, sc Scenario, c Contender, watch func(Sa
 	cpu0 := readCPU()
 	followErr := make(chan error, 1)
 	go func() { followErr <- b.link.Follow(ctx, tr, start) }()
+	var oracleErr chan error // nil (never ready) without an oracle
+	if c.Oracle > 0 && ctl.rec != nil {
+		oracleErr = make(chan error, 1)
+		go func() { oracleErr <- followOracle(ctx, tr, start, c.Oracle, ctl.rec) }()
+	}
 	if err := b.load.Start(o.Flows, o.Flows); err != nil {
 		return nil, err
 	}
@@ -403,6 +419,12 @@ func (b *Bench) Run(ctx context.Context, sc Scenario, c Contender, watch func(Sa
 				return nil, err
 			}
 			followErr = nil
+			continue
+		case err := <-oracleErr:
+			if err != nil {
+				return nil, fmt.Errorf("oracle: %w", err)
+			}
+			oracleErr = nil
 			continue
 		case now = <-tk.C:
 		}
@@ -450,6 +472,26 @@ func (b *Bench) Run(ctx context.Context, sc Scenario, c Contender, watch func(Sa
 	rd.Lost = max(rd.Sent-len(b.prober.Results(start, end.Add(-time.Second))), 0)
 	rd.CPUBusy = cpuBusy(cpu0)
 	return rd, nil
+}
+
+// followOracle sets the CAKE rates to share × the trace's capacity at each of its points.
+func followOracle(ctx context.Context, tr traces.Trace, start time.Time, share float64, rec *recorder) error {
+	for _, p := range tr.Points {
+		if d := time.Until(start.Add(p.At)); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+		}
+		if err := rec.SetRate(Uplink, sqm.DirEgress, uint64(share*float64(p.Up))); err != nil {
+			return err
+		}
+		if err := rec.SetRate(Uplink, sqm.DirIngress, uint64(share*float64(p.Down))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Figures are one contender's figures on one scenario and direction (see simlink.Figures;

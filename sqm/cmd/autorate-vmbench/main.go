@@ -51,7 +51,7 @@ func main() {
 	seedDur := flag.Duration("seed-dur", 8*time.Second, "duration of each qdisc in the seed's exercise (0 = skip it)")
 	only := flag.String("traces", "", "comma-separated trace names (default: all four)")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound of the VM run (host)")
-	contenders := flag.String("contenders", "", "comma-separated contenders (default: all four: none, fixed-20mbit, cake-autorate, lifeline)")
+	contenders := flag.String("contenders", "", "comma-separated contenders (default: all five: none, fixed-20mbit, cake-autorate, lifeline, oracle)")
 	decisions := flag.Bool("decisions", false, "log every decision of our controller in the guest (inputs and state)")
 	realClock := flag.Bool("real-clock", false, "run TCG multi-threaded on the host's clock (faster, but host load shows up as latency) instead of a virtual clock")
 	flag.Parse()
@@ -301,7 +301,7 @@ func runHost(out string, scale float64, seedDur time.Duration, only string, time
 	return nil
 }
 
-var colors = map[string]string{"none": "#7f7f7f", "fixed-20mbit": "#2ca02c", "cake-autorate": "#ff7f0e", "lifeline": "#1f77b4"}
+var colors = map[string]string{"none": "#7f7f7f", "fixed-20mbit": "#2ca02c", "cake-autorate": "#ff7f0e", "lifeline": "#1f77b4", "oracle": "#9467bd"}
 
 func writePlots(dir string, r *vmbench.Report) ([]string, error) {
 	scs, err := vmbench.Scenarios()
