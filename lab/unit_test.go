@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeline-router/lifeline/lab/linkem"
 )
 
 func TestParseSize(t *testing.T) {
@@ -81,6 +83,17 @@ func TestAggregate(t *testing.T) {
 	}
 	if st.NoFailback != 2 || st.FailbackMs.P100 != 500 {
 		t.Errorf("fail-back: %+v, none in %d", st.FailbackMs, st.NoFailback)
+	}
+	if st.RelayLateMaxMs.N != 0 || st.LabStalls != 0 {
+		t.Errorf("no relay stats, yet late %+v, %d lab stalls", st.RelayLateMaxMs, st.LabStalls)
+	}
+	// The stop-12 bench's blackhole trial: the LTE relay 963 ms late in one direction.
+	rs[0].Relays = map[string]linkem.Stats{"fiber": {LateMax: [2]time.Duration{13 * time.Millisecond, 13 * time.Millisecond}},
+		"lte": {LateMax: [2]time.Duration{963 * time.Millisecond, 958 * time.Millisecond}}}
+	rs[1].Relays = map[string]linkem.Stats{"fiber": {LateMax: [2]time.Duration{16 * time.Millisecond, 2 * time.Millisecond}}}
+	st = aggregate(rs)
+	if st.LabStalls != 1 || st.RelayLateMaxMs.N != 2 || st.RelayLateMaxMs.P100 != 963 || st.RelayLateMaxMs.Min != 16 {
+		t.Errorf("relay lateness %+v, %d lab stalls; want 2 trials, worst 963 ms, 1 stall", st.RelayLateMaxMs, st.LabStalls)
 	}
 }
 
