@@ -322,6 +322,11 @@ func TestApplyAndAdopt(t *testing.T) {
 	if lim := w.ip(w.r, "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 4") {
 		t.Errorf("limits = %q", lim)
 	}
+	// The concentrator too: the kernel's default of 2 joined subflows rejected the backup's
+	// re-join at a fail-back.
+	if lim := w.ip(w.c, "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 4") {
+		t.Errorf("concentrator limits = %q, want subflows 4", lim)
+	}
 	// Nothing may open a TCP connection to the router through an uplink
 	// (gokrazy's update API listens on every private address).
 	fw := sh(t, "ip", "netns", "exec", w.r, "nft", "list", "table", "inet", "lifeline_router")
