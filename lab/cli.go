@@ -432,6 +432,7 @@ type failoverFlags struct {
 	initCwnd                         int
 	maxSndbuf, minRcvbuf             sizeFlag
 	traceFault, traceRestore         durFlag
+	cycles                           int
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
@@ -454,6 +455,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates, on the host from the lab's HTB rates)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
 	fs.Var(&f.minRcvbuf, "min-rcvbuf", "failover.min_rcvbuf at both ends: the receive buffer new TCP sockets start with (0: twice the send-buffer cap; 128KiB is the kernel's own, which leaves a subflow joining at fail-back a ~76 KB window)")
+	fs.IntVar(&f.cycles, "cycles", 1, "fault/restore cycles in the one upload, --restore-after apart; after each restore the result's cycles lists the router's subflows (1 to 100)")
 	fs.Var(&f.traceFault, "trace-fault", "sample `ss -tinmM` of the router and the concentrator for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f
 }
@@ -508,6 +510,13 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 		SendBuffer:   int64(f.sndbuf),
 		TraceFault:   time.Duration(f.traceFault),
 		TraceRestore: time.Duration(f.traceRestore),
+		Cycles:       f.cycles,
+	}
+	if f.cycles < 1 || f.cycles > 100 {
+		return o, fmt.Errorf("--cycles %d: want 1 to 100", f.cycles)
+	}
+	if f.cycles > 1 && sc == FaultNone {
+		return o, errors.New("--cycles: --scenario none has no fault to repeat")
 	}
 	if n := int64(f.maxSndbuf); n != 0 && (n < config.MaxSndbufMin || n > config.MaxSndbufMax) {
 		return o, fmt.Errorf("--max-sndbuf %d: want %s to %s (0: derived from the SQM rates)", n, FormatSize(config.MaxSndbufMin), FormatSize(config.MaxSndbufMax))

@@ -7,14 +7,18 @@ import (
 	"math"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lifeline-router/lifeline/appliance/config"
 	"github.com/lifeline-router/lifeline/lab/linkem"
+	"github.com/lifeline-router/lifeline/uplinks/mptcp"
 )
 
 // FailoverOptions describe one upload through one fault.
@@ -50,6 +54,69 @@ type FailoverOptions struct {
 	// TraceRestore does the same from the restore on (ms after the
 	// restore), to see how the primary's new subflow takes over.
 	TraceRestore time.Duration
+	// Cycles repeats the fault and its restore this many times in the one
+	// upload (0 or 1: once), RestoreAfter apart, checking RestoreAfter
+	// after each restore that every path's subflow is back (Result.Cycles).
+	// Stalls and fail-back are measured on the first cycle (restore_mbps
+	// then spans the later ones); the later cycles are about what a long
+	// upload through several faults needs: every subflow back, the backup
+	// ready for the next fault.
+	Cycles int
+}
+
+// CycleCheck is the router's MPTCP connection some time after a restore.
+type CycleCheck struct {
+	Cycle int `json:"cycle"`
+	// AfterRestoreMs is when the check ran, after that cycle's restore.
+	AfterRestoreMs float64 `json:"after_restore_ms"`
+	// Subflows are the fully established subflows by path, "lte backup"
+	// for one either end marked backup.
+	Subflows []string `json:"subflows"`
+	// JoinsRejected is the concentrator's MPJoinRejected so far.
+	JoinsRejected int64  `json:"joins_rejected"`
+	Error         string `json:"error,omitempty"`
+}
+
+// cycleCheck lists the router's MPTCP subflows by path.
+func (w *World) cycleCheck(cycle int, restored time.Time) CycleCheck {
+	c := CycleCheck{Cycle: cycle, AfterRestoreMs: float64(time.Since(restored).Microseconds()) / 1000, Subflows: []string{}}
+	if m, err := readNetstat(w.Conc); err == nil {
+		c.JoinsRejected = m["MPTcpExt.MPJoinRejected"]
+	}
+	fd, err := unix.Open("/run/netns/"+w.Router, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		c.Error = fmt.Sprintf("open netns %s: %v", w.Router, err)
+		return c
+	}
+	defer unix.Close(fd)
+	pm, err := mptcp.DialNetNS(fd)
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	defer pm.Close()
+	sfs, err := pm.Subflows()
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	for _, sf := range sfs {
+		if !sf.FullyEstablished {
+			continue
+		}
+		name := sf.Local.Addr().String()
+		for _, p := range w.Paths {
+			if strings.HasPrefix(p.TunnelAddr(), name+"/") {
+				name = p.Name
+			}
+		}
+		if sf.Backup {
+			name += " backup"
+		}
+		c.Subflows = append(c.Subflows, name)
+	}
+	slices.Sort(c.Subflows)
+	return c
 }
 
 // Breakdown accounts for the fault's stall, each in ms after the fault.
@@ -189,9 +256,12 @@ type Result struct {
 	// FaultTrace is what TraceFault sampled (ms after the fault).
 	FaultTrace []SSSample `json:"fault_trace,omitempty"`
 	// RestoreTrace is what TraceRestore sampled (ms after the restore).
-	RestoreTrace []SSSample        `json:"restore_trace,omitempty"`
-	Settings     map[string]string `json:"settings"`
-	Error        string            `json:"error,omitempty"`
+	RestoreTrace []SSSample `json:"restore_trace,omitempty"`
+	// Cycles are the checks of FailoverOptions.Cycles, one after each
+	// restore (none for a single cycle).
+	Cycles   []CycleCheck      `json:"cycles,omitempty"`
+	Settings map[string]string `json:"settings"`
+	Error    string            `json:"error,omitempty"`
 
 	recv *RecvSummary
 	send *SendSummary
@@ -245,6 +315,9 @@ func (o *FailoverOptions) setDefaults() error {
 	}
 	if o.Scenario == FaultFlap && 2*o.FlapPeriod >= o.RestoreAfter {
 		return fmt.Errorf("--restore-after %v must exceed two flap periods (%v)", o.RestoreAfter, 2*o.FlapPeriod)
+	}
+	if o.Cycles < 0 || (o.Cycles > 1 && o.Scenario == FaultNone) {
+		return fmt.Errorf("Cycles %d: want 0 or more, and a fault to repeat (scenario %s)", o.Cycles, o.Scenario)
 	}
 	if o.Timeout == 0 {
 		// Worst case: everything over LTE at half its rate, plus slack.
@@ -536,6 +609,29 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 			defer func() { res.RestoreTrace = <-rtraced }()
 		}
 		phase.Store("restored")
+		// Further cycles, each RestoreAfter after the previous restore.
+		for c, last := 2, t1; o.Cycles > 1; c++ {
+			if err := wait(last.Add(o.RestoreAfter)); err != nil {
+				return err
+			}
+			if done {
+				break
+			}
+			res.Cycles = append(res.Cycles, w.cycleCheck(c-1, last))
+			if c > o.Cycles {
+				break
+			}
+			tf, err := w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod)
+			if err != nil {
+				return err
+			}
+			if err := wait(tf.Add(o.RestoreAfter)); err != nil {
+				return err
+			}
+			if last, err = w.Restore(o.Scenario, fiber); err != nil {
+				return err
+			}
+		}
 	}
 	if !done {
 		select {

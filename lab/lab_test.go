@@ -383,6 +383,50 @@ func TestFailover(t *testing.T) {
 
 // TestFailoverTooSmall: an upload that ends before the fault is reported
 // as such (the schedule must not wait for a verdict it already consumed).
+// Three cut/restore cycles in one upload: after every restore the fiber's subflow must
+// be back and the backup's too, ready for the next fault, with no join rejected by the
+// concentrator (the kernel's default of 2 joined subflows once rejected the backup's
+// re-join at a fail-back).
+func TestFailoverCycles(t *testing.T) {
+	needWorld(t)
+	if testing.Short() {
+		t.Skip("-short: the run takes about 25 s")
+	}
+	if bins.lifelineErr != nil {
+		if !hasGoFiles("../cmd/lifeline") {
+			t.Skipf("skipping: %v", bins.lifelineErr)
+		}
+		t.Fatal(bins.lifelineErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Failover(ctx, FailoverOptions{
+		World:        Options{LabBin: bins.lab, Log: testLog{t}},
+		Lifeline:     LifelineOptions{Bin: bins.lifeline},
+		Scenario:     FaultCut,
+		Size:         350e6,
+		CutAt:        1500 * time.Millisecond,
+		RestoreAfter: 2 * time.Second,
+		StallTimeout: 15 * time.Second,
+		Cycles:       3,
+	})
+	if err != nil {
+		t.Fatalf("Failover: %v", err)
+	}
+	if !res.SHA256Match || !res.ConnectionSurvived || res.Hung || res.LostBytes != 0 {
+		t.Errorf("sha256 match %v, survived %v, hung %v, lost %d", res.SHA256Match, res.ConnectionSurvived, res.Hung, res.LostBytes)
+	}
+	if len(res.Cycles) != 3 {
+		t.Fatalf("%d cycle checks, want 3 (did the upload end early? %.0f ms): %+v", len(res.Cycles), res.DurationMs, res.Cycles)
+	}
+	for _, c := range res.Cycles {
+		if c.Error != "" || !slices.Equal(c.Subflows, []string{"fiber", "lte backup"}) || c.JoinsRejected != 0 {
+			t.Errorf("cycle %d, %.0f ms after the restore: subflows %q, joins rejected %d, error %q; want fiber and lte backup, none rejected",
+				c.Cycle, c.AfterRestoreMs, c.Subflows, c.JoinsRejected, c.Error)
+		}
+	}
+}
+
 func TestFailoverTooSmall(t *testing.T) {
 	needWorld(t)
 	if testing.Short() {
