@@ -183,7 +183,8 @@ type worldFlags struct {
 	verbose                   bool
 	netem, cake, noShaper     bool
 	sysctls                   sysctlFlag
-	ispBuffer                 durFlag
+	ispBuffer, shaperQueue    durFlag
+	shaperQueueMin            sizeFlag
 }
 
 // sysctlFlag collects repeated --sysctl key=value.
@@ -217,6 +218,8 @@ func addWorldFlags(fs *flag.FlagSet) *worldFlags {
 	fs.BoolVar(&w.noShaper, "no-shaper", false, "leave the router's egress unshaped (the queue builds in the ISP's buffer)")
 	fs.Var(&w.sysctls, "sysctl", "key=value set in the router and conc namespaces (repeatable)")
 	fs.Var(&w.ispBuffer, "isp-buffer", "the ISP side's buffer per path, in time at its line rate (0: 100ms)")
+	fs.Var(&w.shaperQueue, "shaper-queue", "the bfifo behind the router's HTB, in time at the shaper's rate (0: 5ms)")
+	fs.Var(&w.shaperQueueMin, "shaper-queue-min", "the least that bfifo holds, bytes (0: 64KiB, the backup's initial window of 32 frames fits)")
 	return w
 }
 
@@ -225,17 +228,19 @@ func (f *worldFlags) options(stderr io.Writer) (Options, error) {
 		return Options{}, fmt.Errorf("--shaper %v: want 0 < share ≤ 1", f.shaper)
 	}
 	o := Options{
-		Fiber:       Link{uint64(f.fiber), time.Duration(f.fiberRTT)},
-		LTE:         Link{uint64(f.lte), time.Duration(f.lteRTT)},
-		WiFi:        Link{uint64(f.wifi), time.Duration(f.wifiRTT)},
-		WithWiFi:    f.withWiFi,
-		ShaperShare: f.shaper,
-		Netem:       f.netem,
-		CAKE:        f.cake,
-		NoShaper:    f.noShaper,
-		Sysctls:     f.sysctls,
-		ISPBuffer:   time.Duration(f.ispBuffer),
-		Seed:        uint64(time.Now().UnixNano()),
+		Fiber:          Link{uint64(f.fiber), time.Duration(f.fiberRTT)},
+		LTE:            Link{uint64(f.lte), time.Duration(f.lteRTT)},
+		WiFi:           Link{uint64(f.wifi), time.Duration(f.wifiRTT)},
+		WithWiFi:       f.withWiFi,
+		ShaperShare:    f.shaper,
+		Netem:          f.netem,
+		CAKE:           f.cake,
+		NoShaper:       f.noShaper,
+		Sysctls:        f.sysctls,
+		ISPBuffer:      time.Duration(f.ispBuffer),
+		ShaperQueue:    time.Duration(f.shaperQueue),
+		ShaperQueueMin: int(f.shaperQueueMin),
+		Seed:           uint64(time.Now().UnixNano()),
 	}
 	if f.verbose {
 		o.Log = stderr

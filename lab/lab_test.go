@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -143,6 +144,22 @@ func TestWorld(t *testing.T) {
 		}
 		if !strings.Contains(string(qd), "qdisc htb 1: root") || !strings.Contains(string(qd), "qdisc bfifo 10: parent 1:10") {
 			t.Errorf("tc qdisc show dev %s:\n%s\nwant htb root with a bfifo", p.Dev, qd)
+		}
+		// The bfifo: 5 ms at the shaper's rate, at least 64 KiB (LTE's 12 KB
+		// dropped the backup's first flight).
+		js, err := exec.Command("tc", "-n", w.Router, "-j", "qdisc", "show", "dev", p.Dev, "parent", "1:10").CombinedOutput()
+		if err != nil {
+			t.Fatalf("tc -j qdisc show: %v: %s", err, js)
+		}
+		var qs []struct {
+			Kind    string `json:"kind"`
+			Options struct {
+				Limit int `json:"limit"`
+			} `json:"options"`
+		}
+		wantLimit := max(int(float64(w.ShaperRate(p))/8*0.005), 64<<10)
+		if err := json.Unmarshal(js, &qs); err != nil || len(qs) != 1 || qs[0].Kind != "bfifo" || qs[0].Options.Limit != wantLimit {
+			t.Errorf("bfifo on %s: %s (%v), want limit %d", p.Dev, js, err, wantLimit)
 		}
 		cl, _ := exec.Command("tc", "-n", w.Router, "class", "show", "dev", p.Dev).CombinedOutput()
 		want := fmt.Sprintf("rate %s", tcRate(w.ShaperRate(p)))

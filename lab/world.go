@@ -52,6 +52,12 @@ type Options struct {
 	// ShaperQueue is the bfifo behind the HTB class, in time at the
 	// shaper's rate.
 	ShaperQueue time.Duration
+	// ShaperQueueMin is the least the bfifo holds, in bytes (default
+	// 64 KiB). The product shapes with CAKE, whose AQM lets a burst through
+	// and drops only a queue that stands; a bfifo of 5 ms at LTE's 19
+	// Mbit/s (12 KB) tail-dropped the backup's first flight at every
+	// failover (initcwnd 32, ~47 KB) and cost a round trip or an RTO.
+	ShaperQueueMin int
 	// ISPBuffer is the relay's (ISP-side) buffer in time at the line rate.
 	ISPBuffer time.Duration
 	// LabBin is the lifeline-lab binary (relay, send, recv subcommands);
@@ -104,6 +110,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ShaperQueue == 0 {
 		o.ShaperQueue = 5 * time.Millisecond
+	}
+	if o.ShaperQueueMin == 0 {
+		o.ShaperQueueMin = 64 << 10
 	}
 	if o.ISPBuffer == 0 {
 		o.ISPBuffer = 100 * time.Millisecond
@@ -357,15 +366,18 @@ func nlHandle(ns string) (*netlink.Handle, error) {
 	return nl, nil
 }
 
+// ShaperQueueBytes is the limit of p's bfifo: ShaperQueue at the shaper's
+// rate, at least ShaperQueueMin.
+func (w *World) ShaperQueueBytes(p *Path) int {
+	return max(int(float64(w.ShaperRate(p))/8*w.opt.ShaperQueue.Seconds()), w.opt.ShaperQueueMin)
+}
+
 // shape installs the router-side SQM stand-in on p's egress: HTB at the
 // shaper share of the line rate with a bfifo of ShaperQueue behind it, so
 // the queue lives in the router (short) and not in the ISP's deep buffer.
 func (w *World) shape(ctx context.Context, p *Path) error {
 	rate := w.ShaperRate(p)
-	limit := int(float64(rate) / 8 * w.opt.ShaperQueue.Seconds())
-	if limit < 10*1514 {
-		limit = 10 * 1514
-	}
+	limit := w.ShaperQueueBytes(p)
 	cmds := fmt.Sprintf("qdisc replace dev %[1]s root handle 1: htb default 10\n"+
 		"class replace dev %[1]s parent 1: classid 1:10 htb rate %[2]dbit ceil %[2]dbit quantum 60000\n"+
 		"qdisc replace dev %[1]s parent 1:10 handle 10: bfifo limit %[3]d\n", p.Dev, rate, limit)
