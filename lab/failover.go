@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -106,7 +107,7 @@ func (w *World) cycleCheck(cycle int, restored time.Time) CycleCheck {
 		}
 		name := sf.Local.Addr().String()
 		for _, p := range w.Paths {
-			if strings.HasPrefix(p.TunnelAddr(), name+"/") {
+			if netip.MustParsePrefix(p.TunnelAddr()).Addr() == sf.Local.Addr() {
 				name = p.Name
 			}
 		}
@@ -609,16 +610,17 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 			defer func() { res.RestoreTrace = <-rtraced }()
 		}
 		phase.Store("restored")
-		// Further cycles, each RestoreAfter after the previous restore.
-		for c, last := 2, t1; o.Cycles > 1; c++ {
+		// With Cycles: a check RestoreAfter after each restore, and the
+		// fault again until it has come Cycles times.
+		for c, last := 1, t1; o.Cycles > 1; c++ {
 			if err := wait(last.Add(o.RestoreAfter)); err != nil {
 				return err
 			}
 			if done {
 				break
 			}
-			res.Cycles = append(res.Cycles, w.cycleCheck(c-1, last))
-			if c > o.Cycles {
+			res.Cycles = append(res.Cycles, w.cycleCheck(c, last))
+			if c == o.Cycles {
 				break
 			}
 			tf, err := w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod)

@@ -77,6 +77,22 @@ func needWorld(t *testing.T) {
 	}
 }
 
+// needLifeline is needWorld plus the lifeline binary, for the runs that start
+// the supervisor and the concentrator; -short skips them (why: what they cost).
+func needLifeline(t *testing.T, why string) {
+	t.Helper()
+	needWorld(t)
+	if testing.Short() {
+		t.Skip("-short: " + why)
+	}
+	if bins.lifelineErr != nil {
+		if !hasGoFiles("../cmd/lifeline") {
+			t.Skipf("skipping: %v (the supervisor and concentrator are built from it)", bins.lifelineErr)
+		}
+		t.Fatal(bins.lifelineErr)
+	}
+}
+
 func buildWorld(t *testing.T, o Options) *World {
 	t.Helper()
 	o.LabBin = bins.lab
@@ -321,16 +337,7 @@ func TestRTT(t *testing.T) {
 // supervisor and concentrator and asserts what the spine promises: every
 // byte arrives, the hash matches and the one connection survives.
 func TestFailover(t *testing.T) {
-	needWorld(t)
-	if testing.Short() {
-		t.Skip("-short: the failover runs take about a minute")
-	}
-	if bins.lifelineErr != nil {
-		if !hasGoFiles("../cmd/lifeline") {
-			t.Skipf("skipping: %v (the supervisor and concentrator are built from it)", bins.lifelineErr)
-		}
-		t.Fatal(bins.lifelineErr)
-	}
+	needLifeline(t, "the failover runs take about a minute")
 	for _, sc := range []Fault{FaultCut, FaultBlackhole, FaultFlap, FaultLoss} {
 		t.Run(string(sc), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -405,16 +412,7 @@ func TestFailover(t *testing.T) {
 // concentrator (the kernel's default of 2 joined subflows once rejected the backup's
 // re-join at a fail-back).
 func TestFailoverCycles(t *testing.T) {
-	needWorld(t)
-	if testing.Short() {
-		t.Skip("-short: the run takes about 25 s")
-	}
-	if bins.lifelineErr != nil {
-		if !hasGoFiles("../cmd/lifeline") {
-			t.Skipf("skipping: %v", bins.lifelineErr)
-		}
-		t.Fatal(bins.lifelineErr)
-	}
+	needLifeline(t, "the run takes about 25 s")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := Failover(ctx, FailoverOptions{
@@ -445,16 +443,7 @@ func TestFailoverCycles(t *testing.T) {
 }
 
 func TestFailoverTooSmall(t *testing.T) {
-	needWorld(t)
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	if bins.lifelineErr != nil {
-		if !hasGoFiles("../cmd/lifeline") {
-			t.Skipf("skipping: %v", bins.lifelineErr)
-		}
-		t.Fatal(bins.lifelineErr)
-	}
+	needLifeline(t, "it starts the supervisor and the concentrator")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := Failover(ctx, FailoverOptions{
@@ -481,16 +470,7 @@ func f(p *float64) string {
 // blackholed too, right after the fiber) and checks that the run fails as
 // hung, with ss and nstat evidence from both ends, instead of waiting.
 func TestWatchdogCatchesHang(t *testing.T) {
-	needWorld(t)
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	if bins.lifelineErr != nil {
-		if !hasGoFiles("../cmd/lifeline") {
-			t.Skipf("skipping: %v", bins.lifelineErr)
-		}
-		t.Fatal(bins.lifelineErr)
-	}
+	needLifeline(t, "it starts the supervisor and the concentrator")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	w := buildWorld(t, Options{})

@@ -95,8 +95,9 @@ poweroff -f
 // when the script has finished. A kernel panic returns an error wrapping
 // ErrKernelPanic, a timeout one wrapping ErrTimeout; both carry the console.
 //
-// One panic is retried: an int3 oops while the kernel is still booting,
-// before it starts /init, under TCG. The kernel patches its own code at boot
+// One panic is retried: under TCG, an int3 oops in the kernel's own context
+// (Comm: swapper/, the idle task or PID 1 before it runs /init; see
+// bootPatchRace). The kernel patches its own code at boot
 // (static calls, jump labels) by writing an int3 first and synchronising the
 // other CPUs; under multi-threaded TCG another vCPU once ran the int3 after
 // the patch was done (clean-clone make test, TestVMExitStatus, "Oops: int3"
@@ -107,7 +108,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil && res != nil && ctx.Err() == nil && bootPatchRace(res.Console) {
 		if a, _ := Accel(); a != "kvm" {
 			if opts.Console != nil {
-				fmt.Fprintf(opts.Console, "vmtest: int3 oops before /init under TCG (a text-patching race of the emulator): booting once more\n")
+				fmt.Fprintf(opts.Console, "vmtest: int3 oops in the kernel's own context under TCG (a text-patching race of the emulator): booting once more\n")
 			}
 			return runOnce(ctx, opts)
 		}

@@ -169,10 +169,8 @@ func Run(ctx context.Context, o Options) error {
 	// (MPJoinRejected in 1 of 60 host-bench trials, a 1.02 s fail-back), and the connection
 	// lost its backup subflow for the next fault.
 	lim := mptcp.Limits{Subflows: cfg.MPTCP.Subflows, AddAddrAccepted: cfg.MPTCP.AddAddrAccepted}
-	if cur, err := pm.Limits(); err != nil || cur != lim {
-		if err := pm.SetLimits(lim); err != nil {
-			return fmt.Errorf("mptcp SetLimits(%+v): %w", lim, err)
-		}
+	if err := pm.EnsureLimits(lim); err != nil {
+		return fmt.Errorf("mptcp EnsureLimits(%+v): %w", lim, err)
 	}
 	resp, err := probe.NewResponder(fmt.Sprintf(":%d", cfg.Concentrator.ProbePort))
 	if err != nil {

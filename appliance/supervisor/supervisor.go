@@ -140,10 +140,8 @@ func (s *Supervisor) Apply() error {
 		s.pm = pm
 	}
 	lim := mptcp.Limits{Subflows: s.cfg.MPTCP.Subflows, AddAddrAccepted: s.cfg.MPTCP.AddAddrAccepted}
-	if cur, err := s.pm.Limits(); err != nil || cur != lim {
-		if err := s.pm.SetLimits(lim); err != nil {
-			return fmt.Errorf("mptcp SetLimits(%+v): %w", lim, err)
-		}
+	if err := s.pm.EnsureLimits(lim); err != nil {
+		return fmt.Errorf("mptcp EnsureLimits(%+v): %w", lim, err)
 	}
 	if s.wgm == nil {
 		s.wgm = wg.NewManager(s.log, s.opts.WGMode)

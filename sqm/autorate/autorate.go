@@ -185,12 +185,3 @@ func (m *rateMeter) rate(t1, t2 time.Time) (float64, bool) {
 	}
 	return (b2 - b1) * 8 / dt, true
 }
-
-// last is the rate over the most recent window w.
-func (m *rateMeter) last(w time.Duration) (float64, bool) {
-	n := len(m.ts)
-	if n < 2 {
-		return 0, false
-	}
-	return m.between(m.ts[n-1].Add(-w), m.ts[n-1])
-}

@@ -476,22 +476,12 @@ func (b *Bench) Run(ctx context.Context, sc Scenario, c Contender, watch func(Sa
 
 // followOracle sets the CAKE rates to share × the trace's capacity at each of its points.
 func followOracle(ctx context.Context, tr traces.Trace, start time.Time, share float64, rec *recorder) error {
-	for _, p := range tr.Points {
-		if d := time.Until(start.Add(p.At)); d > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(d):
-			}
-		}
+	return atPoints(ctx, tr, start, func(p traces.Point) error {
 		if err := rec.SetRate(Uplink, sqm.DirEgress, uint64(share*float64(p.Up))); err != nil {
 			return err
 		}
-		if err := rec.SetRate(Uplink, sqm.DirIngress, uint64(share*float64(p.Down))); err != nil {
-			return err
-		}
-	}
-	return nil
+		return rec.SetRate(Uplink, sqm.DirIngress, uint64(share*float64(p.Down)))
+	})
 }
 
 // Figures are one contender's figures on one scenario and direction (see simlink.Figures;

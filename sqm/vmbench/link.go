@@ -134,6 +134,12 @@ func (l *Link) Set(p traces.Point) error {
 // Follow applies tr from start on until ctx ends or the trace does; it returns the first
 // error.
 func (l *Link) Follow(ctx context.Context, tr traces.Trace, start time.Time) error {
+	return atPoints(ctx, tr, start, l.Set)
+}
+
+// atPoints calls apply with each point of tr at its time after start, until ctx ends or the
+// trace does; it returns apply's first error.
+func atPoints(ctx context.Context, tr traces.Trace, start time.Time, apply func(traces.Point) error) error {
 	for _, p := range tr.Points {
 		if d := time.Until(start.Add(p.At)); d > 0 {
 			select {
@@ -142,7 +148,7 @@ func (l *Link) Follow(ctx context.Context, tr traces.Trace, start time.Time) err
 			case <-time.After(d):
 			}
 		}
-		if err := l.Set(p); err != nil {
+		if err := apply(p); err != nil {
 			return err
 		}
 	}

@@ -338,6 +338,16 @@ func (c *Client) Limits() (Limits, error) {
 	return l, nil
 }
 
+// EnsureLimits sets the limits to l unless they already are: applying the
+// same config twice writes nothing (the router and the concentrator both
+// apply theirs at start).
+func (c *Client) EnsureLimits(l Limits) error {
+	if cur, err := c.Limits(); err == nil && cur == l {
+		return nil
+	}
+	return c.SetLimits(l)
+}
+
 // SetLimits sets both limits (each at most 8, the kernel's maximum).
 func (c *Client) SetLimits(l Limits) error {
 	if l.Subflows > maxLimit {

@@ -108,6 +108,21 @@ func TestLimitsAgainstIP(t *testing.T) {
 	if fromIP := ipLimits(t, ns); fromIP != (Limits{Subflows: 1, AddAddrAccepted: 8}) {
 		t.Fatalf("rejected SetLimits changed the kernel's limits: %v", fromIP)
 	}
+
+	// EnsureLimits: sets what differs, twice is the same as once, and a bad
+	// limit is still refused by name.
+	ens := Limits{Subflows: 4, AddAddrAccepted: 4}
+	for i := 0; i < 2; i++ {
+		if err := c.EnsureLimits(ens); err != nil {
+			t.Fatalf("EnsureLimits(%v) #%d: %v", ens, i+1, err)
+		}
+		if fromIP := ipLimits(t, ns); fromIP != ens {
+			t.Fatalf("after EnsureLimits(%v) #%d ip says %v", ens, i+1, fromIP)
+		}
+	}
+	if err := c.EnsureLimits(Limits{Subflows: 9}); err == nil || !strings.Contains(err.Error(), "Subflows") {
+		t.Fatalf("EnsureLimits(subflows 9) = %v, want an error naming Subflows", err)
+	}
 }
 
 func TestSetFlagsAgainstIP(t *testing.T) {
