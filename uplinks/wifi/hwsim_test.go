@@ -292,7 +292,12 @@ func TestHwsimSAE(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	e := waitUp(t, m, true, 90*time.Second)
+	// The up event comes from wpa_supplicant's CONNECTED; the signal
+	// comes from the next SIGNAL_POLL (every PollInterval), so wait for it.
 	st := m.Status()
+	for deadline := time.Now().Add(5 * time.Second); st.SignalDBm == 0 && time.Now().Before(deadline); st = m.Status() {
+		time.Sleep(50 * time.Millisecond)
+	}
 	t.Logf("associated: %+v (event %q)", st, e.Reason)
 	if st.SSID != ssid || st.KeyMgmt != "SAE" || st.Band != ap.band || st.SignalDBm == 0 {
 		t.Errorf("status %+v: want SAE on the AP's %s GHz band with a signal", st, ap.band)
