@@ -74,6 +74,13 @@ type Supervisor struct {
 
 	events *eventLog
 	wake   chan struct{}
+
+	// Loop-owned: the fail-back hand-over waiting for the primary's
+	// subflow (flush.go).
+	runCtx    context.Context
+	flush     *pendingFlush
+	flushGen  uint64
+	flushDone chan flushResult
 }
 
 // New validates and resolves everything; nothing is changed yet.
@@ -106,6 +113,9 @@ func New(opts Options) (*Supervisor, error) {
 		modes:   map[string]failover.Mode{},
 		adopted: map[string]bool{},
 		wake:    make(chan struct{}, 1),
+
+		runCtx:    context.Background(),
+		flushDone: make(chan flushResult, 1),
 	}
 	for _, p := range plans {
 		s.byName[p.u.Name] = p
@@ -218,6 +228,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.runCtx = ctx
 	errc := make(chan error, 8)
 
 	// Carrier: subscribe before the first read, so no event falls between.
@@ -329,6 +340,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.reconcile()
 		case <-s.wake:
 			s.reconcile()
+		case r := <-s.flushDone:
+			s.finishFlush(r)
 		case <-tick.C:
 			s.refreshCarrier()
 			s.reconcile()
@@ -487,10 +500,9 @@ func (s *Supervisor) reconcile() {
 		}
 	}
 	if active, backups := failingBack(prev, d.Modes); active != "" && !s.cfg.Failover.KeepBackupBacklog {
-		if err := s.flushBackups(active, backups); err != nil {
-			s.fail(err)
-		}
+		s.startFlush(active, backups)
 	}
+	s.dropStaleFlush()
 	s.tuneProbes(d)
 }
 
@@ -516,66 +528,6 @@ func failingBack(prev, now map[string]failover.Mode) (active string, backups []s
 		}
 	}
 	return active, backups
-}
-
-// flushBackups hands what the backups' subflows still have queued to the
-// primary that has just come back. While LTE carried the upload, its
-// subflow filled its send buffer (hundreds of KB, failover.max_sndbuf),
-// and the kernel keeps sending that on LTE after the fail-back: the
-// receiver waits for it in order while the fiber's data piles up out of
-// order behind it (about 0.3 s at 20 Mbit/s in the host lab). Removing
-// the backup's endpoint closes its subflows, and the kernel re-injects a
-// closing subflow's unacknowledged data on the others
-// (__mptcp_retransmit_pending_data), here the fiber; re-adding the
-// endpoint joins a fresh, idle backup subflow one LTE round trip later.
-// Only once the primary's subflow is up, or the data would have nowhere
-// to go; if it does not come up within the wait, the backlog stays.
-func (s *Supervisor) flushBackups(active string, backups []string) error {
-	if len(backups) == 0 || s.pm == nil {
-		return nil
-	}
-	addr := s.byName[active].tunnel.Addr()
-	backupAddrs := map[netip.Addr]bool{}
-	for _, name := range backups {
-		backupAddrs[s.byName[name].tunnel.Addr()] = true
-	}
-	wait := min(2*s.probers[active].Snapshot().SRTT+20*time.Millisecond, 200*time.Millisecond)
-	deadline := time.Now().Add(wait)
-	for {
-		sfs, err := s.pm.Subflows()
-		if err != nil {
-			return fmt.Errorf("mptcp Subflows: %w", err)
-		}
-		up, queued := false, false
-		for _, sf := range sfs {
-			up = up || (sf.Local.Addr() == addr && sf.FullyEstablished)
-			queued = queued || backupAddrs[sf.Local.Addr()]
-		}
-		if !queued {
-			// No connection has a subflow on a backup: nothing to hand over.
-			return nil
-		}
-		if up {
-			break
-		}
-		if time.Now().After(deadline) {
-			s.event(time.Now(), "backlog_kept", active, fmt.Sprintf("no established subflow from %v within %v", addr, wait))
-			return nil
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	for _, name := range backups {
-		p := s.byName[name]
-		if _, err := s.removeEndpoints(p); err != nil {
-			return err
-		}
-		got, err := s.ensureEndpoint(p, true)
-		if err != nil {
-			return err
-		}
-		s.event(time.Now(), "backlog_flushed", name, fmt.Sprintf("to %s; endpoint id %d %v %v", active, got.ID, got.Addr, got.Flags))
-	}
-	return nil
 }
 
 // removeEndpoints deletes the MPTCP endpoints on p's tunnel address (the
