@@ -57,15 +57,11 @@ func bootToReady(tb testing.TB, img string, echo bool) time.Duration {
 		w = &testLogWriter{t: tb, prefix: "serial: "}
 	}
 	o := ImageOptions{Image: img, NICs: DefaultNICs(0), ModemPTY: sim.PTY}
-	m, err := BootImage(ctx, o, w)
+	m, line, err := BootImageUntil(ctx, o, w, readyLine)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer m.Kill()
-	line, err := m.WaitForLine(ctx, readyLine)
-	if err != nil {
-		tb.Fatalf("%v\nserial console (last lines):\n%s", err, LastLines(m.Console(), 80))
-	}
 	d := time.Since(m.Started())
 	tb.Logf("ready after %v: %s", d.Round(10*time.Millisecond), line)
 	return d

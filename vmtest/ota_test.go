@@ -38,8 +38,8 @@ func TestVMImageOTA(t *testing.T) {
 	}
 	defer sim.Stop()
 	port := freePort(t)
-	m, err := BootImage(ctx, ImageOptions{Image: img, NICs: DefaultNICs(port), ModemPTY: sim.PTY},
-		&testLogWriter{t: t, prefix: "serial: "})
+	m, _, err := BootImageUntil(ctx, ImageOptions{Image: img, NICs: DefaultNICs(port), ModemPTY: sim.PTY},
+		&testLogWriter{t: t, prefix: "serial: "}, readyLine)
 	if err != nil {
 		t.Fatal(err)
 	}
