@@ -403,6 +403,9 @@ func (s *Supervisor) kickNeighbors(p *uplinkPlan) {
 		s.log.Warn("neighbour kick", "uplink", p.u.Name, "err", err)
 		return
 	}
+	// An event even when nothing was flushed: a slow fail-back is told
+	// apart from a missed carrier event by whether this is in the log.
+	s.event(time.Now(), "neighbour_kick", p.u.Name, fmt.Sprintf("flushed %d unresolved", n))
 	if n > 0 {
 		s.log.Info("neighbour kick", "uplink", p.u.Name, "flushed", n)
 	}
