@@ -379,12 +379,12 @@ func (s *Supervisor) refreshCarrier() {
 
 // setCarrier records an uplink's carrier; a carrier that comes back gets
 // its neighbour kick, whichever path saw it first. Which one does is a
-// race: the kernel sets IFF_LOWER_UP at once, but its RTM_NEWLINK comes
-// from the linkwatch work, which runs at most once a second unless the
-// event is urgent, so after a flap the 50 ms refresh often reads the new
-// carrier before the event arrives. Kicking on link events only left 1
-// in about 20 flap restores without a kick: the fiber then came back
-// when its ARP timer fired, ~0.5 s late (fail-back 1.18-1.28 s).
+// race: the 50 ms refresh can read the new carrier before the link event
+// is handled (likely because the kernel sets IFF_LOWER_UP at once but
+// sends RTM_NEWLINK from its rate-limited linkwatch work; not traced).
+// Kicking on link events only left 1 in about 20 flap restores without a
+// kick: the fiber then came back when its ARP timer fired, ~0.5 s late
+// (fail-back 1.18-1.28 s).
 // The first reading at start-up is not a return: the state before it is
 // unknown, and an uplink being set up must not have its first
 // resolution deleted.
