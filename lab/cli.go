@@ -185,6 +185,7 @@ type worldFlags struct {
 	sysctls                   sysctlFlag
 	ispBuffer, shaperQueue    durFlag
 	shaperQueueMin            sizeFlag
+	backupQueueMin            sizeFlag
 }
 
 // sysctlFlag collects repeated --sysctl key=value.
@@ -220,6 +221,7 @@ func addWorldFlags(fs *flag.FlagSet) *worldFlags {
 	fs.Var(&w.ispBuffer, "isp-buffer", "the ISP side's buffer per path, in time at its line rate (0: 100ms)")
 	fs.Var(&w.shaperQueue, "shaper-queue", "the bfifo behind the router's HTB, in time at the shaper's rate (0: 5ms)")
 	fs.Var(&w.shaperQueueMin, "shaper-queue-min", "the least that bfifo holds, bytes (0: 64KiB, the backup's initial window of 32 frames fits)")
+	fs.Var(&w.backupQueueMin, "backup-queue-min", "the least the backup's (LTE's) bfifo holds, bytes (0: as --shaper-queue-min)")
 	return w
 }
 
@@ -240,6 +242,7 @@ func (f *worldFlags) options(stderr io.Writer) (Options, error) {
 		ISPBuffer:      time.Duration(f.ispBuffer),
 		ShaperQueue:    time.Duration(f.shaperQueue),
 		ShaperQueueMin: int(f.shaperQueueMin),
+		BackupQueueMin: int(f.backupQueueMin),
 		Seed:           uint64(time.Now().UnixNano()),
 	}
 	if f.verbose {

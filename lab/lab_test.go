@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lifeline-router/lifeline/appliance/config"
 	"net"
 	"os"
 	"os/exec"
@@ -141,7 +142,7 @@ func labNamespaces(t *testing.T, id string) []string {
 // injects every fault, and checks that Close leaves nothing behind.
 func TestWorld(t *testing.T) {
 	needWorld(t)
-	w, err := Build(context.Background(), Options{LabBin: bins.lab, Log: testLog{t}, WithWiFi: true})
+	w, err := Build(context.Background(), Options{LabBin: bins.lab, Log: testLog{t}, WithWiFi: true, BackupQueueMin: 200 << 10})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -162,7 +163,8 @@ func TestWorld(t *testing.T) {
 			t.Errorf("tc qdisc show dev %s:\n%s\nwant htb root with a bfifo", p.Dev, qd)
 		}
 		// The bfifo: 5 ms at the shaper's rate, at least 64 KiB (LTE's 12 KB
-		// dropped the backup's first flight).
+		// dropped the backup's first flight), on the backup at least
+		// BackupQueueMin.
 		js, err := exec.Command("tc", "-n", w.Router, "-j", "qdisc", "show", "dev", p.Dev, "parent", "1:10").CombinedOutput()
 		if err != nil {
 			t.Fatalf("tc -j qdisc show: %v: %s", err, js)
@@ -173,7 +175,11 @@ func TestWorld(t *testing.T) {
 				Limit int `json:"limit"`
 			} `json:"options"`
 		}
-		wantLimit := max(int(float64(w.ShaperRate(p))/8*0.005), 64<<10)
+		least := 64 << 10
+		if p.Role == config.RoleBackup {
+			least = 200 << 10
+		}
+		wantLimit := max(int(float64(w.ShaperRate(p))/8*0.005), least)
 		if err := json.Unmarshal(js, &qs); err != nil || len(qs) != 1 || qs[0].Kind != "bfifo" || qs[0].Options.Limit != wantLimit {
 			t.Errorf("bfifo on %s: %s (%v), want limit %d", p.Dev, js, err, wantLimit)
 		}

@@ -58,6 +58,13 @@ type Options struct {
 	// Mbit/s (12 KB) tail-dropped the backup's first flight at every
 	// failover (initcwnd 32, ~47 KB) and cost a round trip or an RTO.
 	ShaperQueueMin int
+	// BackupQueueMin, when set, replaces ShaperQueueMin on the backup
+	// (LTE): the bfifo is the one place where the lab's SQM stand-in and
+	// the product's CAKE differ most for a failover, since the backup's
+	// subflow starts from idle and its start-up burst is what a tail-drop
+	// queue drops and CAKE's AQM (which drops only a queue that has stood
+	// above its 5 ms target for 100 ms) lets through.
+	BackupQueueMin int
 	// ISPBuffer is the relay's (ISP-side) buffer in time at the line rate.
 	ISPBuffer time.Duration
 	// LabBin is the lifeline-lab binary (relay, send, recv subcommands);
@@ -369,7 +376,11 @@ func nlHandle(ns string) (*netlink.Handle, error) {
 // ShaperQueueBytes is the limit of p's bfifo: ShaperQueue at the shaper's
 // rate, at least ShaperQueueMin.
 func (w *World) ShaperQueueBytes(p *Path) int {
-	return max(int(float64(w.ShaperRate(p))/8*w.opt.ShaperQueue.Seconds()), w.opt.ShaperQueueMin)
+	least := w.opt.ShaperQueueMin
+	if p.Role == config.RoleBackup && w.opt.BackupQueueMin > 0 {
+		least = w.opt.BackupQueueMin
+	}
+	return max(int(float64(w.ShaperRate(p))/8*w.opt.ShaperQueue.Seconds()), least)
 }
 
 // shape installs the router-side SQM stand-in on p's egress: HTB at the
