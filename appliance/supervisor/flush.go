@@ -24,7 +24,7 @@ import (
 //
 // Only once the primary's subflow is up, or the data would have nowhere
 // to go; if it does not come up within the wait, the backlog stays. That
-// wait (up to 200 ms) runs in its own goroutine, which only reads the
+// wait (up to 1 s) runs in its own goroutine, which only reads the
 // subflow table: the loop keeps reacting to carrier and probe events
 // meanwhile (a flap during a fail-back is exactly when it must), and the
 // endpoints still change only on the loop, after it has checked that the
@@ -70,7 +70,12 @@ func (s *Supervisor) startFlush(active string, backups []string) {
 	for _, name := range backups {
 		backupAddrs[s.byName[name].tunnel.Addr()] = true
 	}
-	wait := min(2*s.probers[active].Snapshot().SRTT+20*time.Millisecond, 200*time.Millisecond)
+	// The join is two round trips of the primary (MP_JOIN's SYN, then the
+	// peer's ACK of the third ACK makes it fully established) plus the
+	// path manager's and both tunnels' turn: 2 × SRTT + 20 ms timed out in a
+	// clean-clone make test (35 ms; the join needed more on two loaded
+	// cores). The wait no longer holds up the loop, so it can be generous.
+	wait := min(4*s.probers[active].Snapshot().SRTT+100*time.Millisecond, time.Second)
 	go func() {
 		outcome, err := waitForSubflow(ctx, s.pm.Subflows, addr, backupAddrs, wait, 2*time.Millisecond)
 		if ctx.Err() != nil {
