@@ -371,10 +371,11 @@ func cmdSend(ctx context.Context, args []string, stderr io.Writer) error {
 	out := fs.String("out", "", "summary JSON file")
 	var sndbuf sizeFlag
 	fs.Var(&sndbuf, "sndbuf", "SO_SNDBUF (0: the kernel's autotuning)")
+	cc := fs.String("cc", "", "TCP_CONGESTION of the upload socket (\"\": the namespace's default)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return Send(ctx, *to, int64(size), *seed, int(sndbuf), *out, stderr)
+	return Send(ctx, *to, int64(size), *seed, int(sndbuf), *cc, *out, stderr)
 }
 
 func cmdRecv(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -441,6 +442,7 @@ type failoverFlags struct {
 	maxSndbuf, minRcvbuf             sizeFlag
 	traceFault, traceRestore         durFlag
 	cycles                           int
+	cc                               string
 }
 
 func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
@@ -463,6 +465,7 @@ func addFailoverFlags(fs *flag.FlagSet) *failoverFlags {
 	fs.Var(&f.maxSndbuf, "max-sndbuf", "failover.max_sndbuf at both ends: the cap on each TCP socket's autotuned send buffer (0: derived from the SQM rates, on the host from the lab's HTB rates)")
 	fs.Var(&f.traceRestore, "trace-restore", "the same from the restore on, into restore_trace (0: off)")
 	fs.Var(&f.minRcvbuf, "min-rcvbuf", "failover.min_rcvbuf at both ends: the receive buffer new TCP sockets start with (0: twice the send-buffer cap; 128KiB is the kernel's own, which leaves a subflow joining at fail-back a ~76 KB window)")
+	fs.StringVar(&f.cc, "cc", "", "the uploader's congestion control: bbr (the lab's default), cubic or reno")
 	fs.IntVar(&f.cycles, "cycles", 1, "fault/restore cycles in the one upload, --restore-after apart; after each restore the result's cycles lists the router's subflows (1 to 100)")
 	fs.Var(&f.traceFault, "trace-fault", "sample `ss -tinmM` of the router and the concentrator for this long after the fault starts, into the result's fault_trace (0: off)")
 	return f
@@ -519,6 +522,12 @@ func (f *failoverFlags) options(wf *worldFlags, stderr io.Writer) (FailoverOptio
 		TraceFault:   time.Duration(f.traceFault),
 		TraceRestore: time.Duration(f.traceRestore),
 		Cycles:       f.cycles,
+		CC:           f.cc,
+	}
+	switch f.cc {
+	case "", "bbr", "cubic", "reno":
+	default:
+		return o, fmt.Errorf("--cc %q: want bbr, cubic or reno", f.cc)
 	}
 	if f.cycles < 1 || f.cycles > 100 {
 		return o, fmt.Errorf("--cycles %d: want 1 to 100", f.cycles)

@@ -47,6 +47,8 @@ type FailoverOptions struct {
 	Loss float64
 	// SendBuffer is the uploader's SO_SNDBUF (0: the kernel's autotuning).
 	SendBuffer int64
+	// CC is the uploader's congestion control ("": the namespaces' bbr).
+	CC string
 	// TraceFault samples the router's `ss -tinM` every few ms for the
 	// first TraceFault of the fault (0: off): how much each subflow
 	// holds unsent, its window, and the connection's snd_una, to see
@@ -376,6 +378,7 @@ func (o *FailoverOptions) settings() map[string]string {
 		"router_unshaped": strconv.FormatBool(o.World.NoShaper),
 		"sysctls":         strings.Join(o.World.Sysctls, " "),
 		"sndbuf":          strconv.FormatInt(o.SendBuffer, 10),
+		"cc":              map[bool]string{true: "bbr", false: o.CC}[o.CC == ""],
 	}
 }
 
@@ -411,6 +414,9 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		"--seed", strconv.FormatUint(seed, 10), "--out", sendOut}
 	if o.SendBuffer > 0 {
 		sendArgs = append(sendArgs, "--sndbuf", strconv.FormatInt(o.SendBuffer, 10))
+	}
+	if o.CC != "" {
+		sendArgs = append(sendArgs, "--cc", o.CC)
 	}
 	sp, err := w.start("send", w.Router, false, o.World.LabBin, sendArgs...)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -50,9 +51,9 @@ type SendSummary struct {
 // 8 MB buffer let the LTE subflow swallow megabytes of re-injected
 // duplicates on the stock kernel (the re-injection bench sets it to show
 // what the patch changes).
-func Send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, out string, log io.Writer) error {
+func Send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, cc string, out string, log io.Writer) error {
 	s := &SendSummary{BinNS: int64(100 * time.Millisecond)}
-	err := send(ctx, addr, size, seed, sndbuf, s, log)
+	err := send(ctx, addr, size, seed, sndbuf, cc, s, log)
 	if err != nil {
 		s.Error = err.Error()
 	}
@@ -62,7 +63,7 @@ func Send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int,
 	return err
 }
 
-func send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, s *SendSummary, log io.Writer) error {
+func send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int, cc string, s *SendSummary, log io.Writer) error {
 	var d net.Dialer
 	d.Timeout = 10 * time.Second
 	d.SetMultipathTCP(true)
@@ -75,6 +76,15 @@ func send(ctx context.Context, addr string, size int64, seed uint64, sndbuf int,
 	if sndbuf > 0 {
 		if err := tc.SetWriteBuffer(sndbuf); err != nil {
 			return fmt.Errorf("SetWriteBuffer(%d): %w", sndbuf, err)
+		}
+	}
+	if cc != "" {
+		// Per socket, not the namespace's default: a namespace other than
+		// the host's may only default to the host's allowed list (reno and
+		// bbr here), while a root socket may pick any loaded algorithm.
+		// MPTCP passes it on to every subflow.
+		if err := setCongestion(tc, cc); err != nil {
+			return err
 		}
 	}
 	s.MPTCP, _ = tc.MultipathTCP()
@@ -283,6 +293,24 @@ func readJSONFile(path string, v any) error {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// setCongestion sets the socket's TCP_CONGESTION.
+func setCongestion(c *net.TCPConn, cc string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("SyscallConn: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	}); err != nil {
+		return fmt.Errorf("Control: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("setsockopt(TCP_CONGESTION, %q): %w", cc, serr)
 	}
 	return nil
 }
