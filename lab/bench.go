@@ -67,6 +67,25 @@ type ScenarioStats struct {
 	// reader was not scheduled shows here: such a trial measured the lab, not Lifeline.
 	RelayLateMaxMs Dist `json:"relay_late_max_ms"`
 	LabStalls      int  `json:"lab_stalls"`
+	// RestoresWithoutKick counts cut and flap trials whose fiber came back
+	// without the supervisor's neighbour_kick: such a fail-back waits for
+	// the ARP timer the dead link left running (~0.5 s late).
+	RestoresWithoutKick int `json:"restores_without_kick"`
+}
+
+// restoredWithoutKick: r's carrier came back (a cut or a flap that reached
+// its restore) and no neighbour_kick for the fiber followed.
+func restoredWithoutKick(r *Result) bool {
+	if (r.Scenario != string(FaultCut) && r.Scenario != string(FaultFlap)) || r.RestoreAtMs <= 0 {
+		return false
+	}
+	restore := r.RestoreAtMs - r.FaultAtMs // events are relative to the fault
+	for _, e := range r.Events {
+		if e.Event == "neighbour_kick" && e.Uplink == "fiber" && e.Ms >= restore-5 {
+			return false
+		}
+	}
+	return true
 }
 
 // LabStallMs: a relay this late stalled the path by itself (under load it is 13–16 ms late
@@ -107,6 +126,9 @@ func aggregate(rs []*Result) *ScenarioStats {
 		}
 		if r.Hung {
 			st.Hung++
+		}
+		if restoredWithoutKick(r) {
+			st.RestoresWithoutKick++
 		}
 		if r.Error != "" {
 			st.Failed++

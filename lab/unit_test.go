@@ -87,6 +87,19 @@ func TestAggregate(t *testing.T) {
 	if st.NoFailback != 2 || st.FailbackMs.P100 != 500 {
 		t.Errorf("fail-back: %+v, none in %d", st.FailbackMs, st.NoFailback)
 	}
+	if st.RestoresWithoutKick != 0 {
+		t.Errorf("trials without a scenario or a restore: %d restores without a kick", st.RestoresWithoutKick)
+	}
+	// Two restored cuts: the first kicked (5 ms before the restore's stamp
+	// still counts: the lab stamps the restore after its netlink call), the
+	// second did not.
+	rs[0].Scenario, rs[0].FaultAtMs, rs[0].RestoreAtMs = "cut", 1000, 4000
+	rs[0].Events = []RelEvent{{Ms: 2999, Event: "neighbour_kick", Uplink: "fiber"}}
+	rs[1].Scenario, rs[1].FaultAtMs, rs[1].RestoreAtMs = "flap", 1000, 4000
+	rs[1].Events = []RelEvent{{Ms: 200, Event: "neighbour_kick", Uplink: "fiber"}, {Ms: 3010, Event: "neighbour_kick", Uplink: "lte"}}
+	if st := aggregate(rs); st.RestoresWithoutKick != 1 {
+		t.Errorf("restores without a kick: %d, want 1", st.RestoresWithoutKick)
+	}
 	if st.RelayLateMaxMs.N != 0 || st.LabStalls != 0 {
 		t.Errorf("no relay stats, yet late %+v, %d lab stalls", st.RelayLateMaxMs, st.LabStalls)
 	}
