@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/lifeline-router/lifeline/appliance/config"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeline-router/lifeline/appliance/config"
 )
 
 // The lab's binaries: lifeline-lab (relays, send, recv run as separate

@@ -126,12 +126,8 @@ func BootImageUntil(ctx context.Context, o ImageOptions, echo io.Writer, line st
 			return m, got, nil
 		}
 		m.Kill()
-		a, _ := Accel()
-		if attempt > 0 || ctx.Err() != nil || a == "kvm" || !errors.Is(err, ErrKernelPanic) || !bootPatchRace(m.Console()) {
+		if attempt > 0 || !errors.Is(err, ErrKernelPanic) || !bootAgain(ctx, m.Console(), echo) {
 			return nil, "", fmt.Errorf("waiting for %q: %w\nserial console (last lines):\n%s", line, err, LastLines(m.Console(), 80))
-		}
-		if echo != nil {
-			fmt.Fprintf(echo, "vmtest: int3 oops in the kernel's own context under TCG (a text-patching race of the emulator): booting once more\n")
 		}
 	}
 }

@@ -105,15 +105,25 @@ poweroff -f
 // the runs before and after). A second boot says whether it is the kernel.
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	res, err := runOnce(ctx, opts)
-	if err != nil && res != nil && ctx.Err() == nil && bootPatchRace(res.Console) {
-		if a, _ := Accel(); a != "kvm" {
-			if opts.Console != nil {
-				fmt.Fprintf(opts.Console, "vmtest: int3 oops in the kernel's own context under TCG (a text-patching race of the emulator): booting once more\n")
-			}
-			return runOnce(ctx, opts)
-		}
+	if err != nil && res != nil && bootAgain(ctx, res.Console, opts.Console) {
+		return runOnce(ctx, opts)
 	}
 	return res, err
+}
+
+// bootAgain says whether a failed boot with this console gets its one more
+// try (a bootPatchRace under TCG, with time left), and says so on echo.
+func bootAgain(ctx context.Context, console string, echo io.Writer) bool {
+	if ctx.Err() != nil || !bootPatchRace(console) {
+		return false
+	}
+	if a, _ := Accel(); a == "kvm" {
+		return false
+	}
+	if echo != nil {
+		fmt.Fprintf(echo, "vmtest: int3 oops in the kernel's own context under TCG (a text-patching race of the emulator): booting once more\n")
+	}
+	return true
 }
 
 // bootPatchRace reports a console that oopsed on an int3 in the kernel's own

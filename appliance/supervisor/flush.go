@@ -32,7 +32,6 @@ import (
 
 // pendingFlush is a fail-back's hand-over waiting for the primary's subflow.
 type pendingFlush struct {
-	gen     uint64
 	active  string
 	backups []string
 	cancel  context.CancelFunc
@@ -48,7 +47,7 @@ const (
 
 // flushResult is what the wait reports back to the loop.
 type flushResult struct {
-	gen     uint64
+	f       *pendingFlush // which flush: a superseded one's result is dropped
 	outcome flushOutcome
 	wait    time.Duration
 	err     error
@@ -61,9 +60,8 @@ func (s *Supervisor) startFlush(active string, backups []string) {
 		return
 	}
 	s.cancelFlush()
-	s.flushGen++
 	ctx, cancel := context.WithCancel(s.runCtx)
-	f := &pendingFlush{gen: s.flushGen, active: active, backups: backups, cancel: cancel}
+	f := &pendingFlush{active: active, backups: backups, cancel: cancel}
 	s.flush = f
 	addr := s.byName[active].tunnel.Addr()
 	backupAddrs := map[netip.Addr]bool{}
@@ -82,7 +80,7 @@ func (s *Supervisor) startFlush(active string, backups []string) {
 			return // superseded or shutting down: nobody is waiting
 		}
 		select {
-		case s.flushDone <- flushResult{gen: f.gen, outcome: outcome, wait: wait, err: err}:
+		case s.flushDone <- flushResult{f: f, outcome: outcome, wait: wait, err: err}:
 		case <-ctx.Done():
 		}
 	}()
@@ -96,7 +94,9 @@ func (s *Supervisor) cancelFlush() {
 }
 
 // dropStaleFlush cancels a pending flush whose primary is no longer the
-// active uplink (it went down again before its subflow came up).
+// active uplink (it went down again before its subflow came up). Every
+// change of the modes is a reconcile, which ends here, so a flush still
+// pending when its result arrives was made for a primary still active.
 func (s *Supervisor) dropStaleFlush() {
 	f := s.flush
 	if f == nil {
@@ -111,12 +111,11 @@ func (s *Supervisor) dropStaleFlush() {
 	}
 }
 
-// finishFlush carries out a flush whose wait has ended, if the decision it
-// was made for still holds.
+// finishFlush carries out a flush whose wait has ended.
 func (s *Supervisor) finishFlush(r flushResult) {
 	f := s.flush
-	if f == nil || f.gen != r.gen {
-		return // superseded while its result was on the way
+	if f == nil || f != r.f {
+		return // superseded or dropped while its result was on the way
 	}
 	s.flush = nil
 	f.cancel()
@@ -133,10 +132,6 @@ func (s *Supervisor) finishFlush(r flushResult) {
 	s.mu.Lock()
 	modes := maps.Clone(s.modes)
 	s.mu.Unlock()
-	if modes[f.active] != failover.Active {
-		s.event(time.Now(), "backlog_kept", f.active, fmt.Sprintf("%s is %s again", f.active, modes[f.active]))
-		return
-	}
 	for _, name := range f.backups {
 		if modes[name] != failover.Standby {
 			continue // the policy has since changed this backup's role

@@ -79,7 +79,6 @@ type Supervisor struct {
 	// subflow (flush.go).
 	runCtx    context.Context
 	flush     *pendingFlush
-	flushGen  uint64
 	flushDone chan flushResult
 }
 
