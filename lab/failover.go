@@ -372,6 +372,7 @@ func (o *FailoverOptions) settings() map[string]string {
 		"shaper_share": strconv.FormatFloat(o.World.ShaperShare, 'f', -1, 64),
 		"shaper_queue": o.World.ShaperQueue.String(), "isp_buffer": o.World.ISPBuffer.String(),
 		"shaper_queue_min": strconv.Itoa(o.World.ShaperQueueMin), "backup_queue_min": strconv.Itoa(o.World.BackupQueueMin),
+		"shaper_burst":    strconv.Itoa(o.World.ShaperBurst),
 		"size":            FormatSize(o.Size),
 		"isp_link":        map[bool]string{false: "relay", true: "netem"}[o.World.Netem],
 		"router_shaper":   map[bool]string{false: "htb+bfifo", true: "cake"}[o.World.CAKE],

@@ -45,6 +45,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--min-rcvbuf", "1KiB"},
 		{"failover", "--cc", "vegas"},
 		{"failover", "--backup-queue-min", "lots"},
+		{"failover", "--shaper-burst", "-1KiB"},
 		{"bench", "--cc", "BBR2"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
 		{"bench", "--scenarios", "cut,meteor"},
@@ -236,6 +237,50 @@ func TestSeriesFrom(t *testing.T) {
 	for i := range want {
 		if math.Abs(got[i]-want[i]) > 1e-9 {
 			t.Errorf("bin %d = %v Mbit/s, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestShaperQueueBytes: the burst allowance is off by default and
+// --shaper-burst adds to the 5 ms queue, not to the 64 KiB floor.
+func TestShaperQueueBytes(t *testing.T) {
+	fiber := &Path{Link: Link{Rate: 220e6}}
+	lte := &Path{Link: Link{Rate: 20e6}}
+	for _, tc := range []struct {
+		burst string
+		want  int
+	}{
+		{"", 130625}, // 5 ms at 95 % of 220 Mbit/s
+		{"0", 130625},
+		{"96KiB", 130625 + 96<<10},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		wf := addWorldFlags(fs)
+		args := []string{}
+		if tc.burst != "" {
+			args = append(args, "--shaper-burst", tc.burst)
+		}
+		if err := fs.Parse(args); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		o, err := wf.options(io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		w := &World{opt: o}
+		if got := w.ShaperQueueBytes(fiber); got != tc.want {
+			t.Errorf("--shaper-burst %q: fiber limit %d, want %d", tc.burst, got, tc.want)
+		}
+		// LTE: 5 ms is 11875 bytes, under the 64 KiB floor without the burst.
+		wantLTE := 64 << 10
+		if tc.burst == "96KiB" {
+			wantLTE = 11875 + 96<<10
+		}
+		if got := w.ShaperQueueBytes(lte); got != wantLTE {
+			t.Errorf("--shaper-burst %q: LTE limit %d, want %d", tc.burst, got, wantLTE)
 		}
 	}
 }
