@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,12 @@ import (
 
 const reinjectSysctl = "net.mptcp.reinject_limit"
 
+// limitNames names the arms by the sysctl's value: 0 is the stock
+// behaviour, 1 re-injects at the surviving subflow's pace (0001), 2 also
+// asks the peer where its hole starts before re-injecting after a cut
+// (0002).
+var limitNames = map[int]string{0: "stock", 1: "patched", 2: "probe"}
+
 // ratesWhy goes into the report: the lab's defaults are the seed's rates,
 // the VM's are lower.
 const ratesWhy = "Under TCG (no usable KVM here) the guest runs on a virtual clock (qemu -icount shift 0: " +
@@ -38,7 +45,7 @@ const ratesWhy = "Under TCG (no usable KVM here) the guest runs on a virtual clo
 
 // ReinjectionVariant is one arm of the comparison.
 type ReinjectionVariant struct {
-	Name    string // stock, patched
+	Name    string // stock, patched, probe: limitNames
 	Limit   int    // the sysctl's value
 	NoNudge bool   // the supervisor's DATA_ACK nudge off
 	Nudge   string // nudge, no-nudge
@@ -84,6 +91,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 	trials := fs.Int("trials", 20, "trials per arm (kernel × scenario × nudge)")
 	scen := fs.String("scenarios", "cut,blackhole", "comma-separated scenarios")
 	nudge := fs.String("nudge", "on", "the supervisor's DATA_ACK nudge: on, off or both")
+	limitsFlag := fs.String("limits", "0,1", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched, 2 probe); 0 is the reference")
 	out := fs.String("out", "build/bench/reinjection.json", "report file")
 	plot := fs.String("plot", "build/bench/reinjection.svg", "receive rate around the fault, stock vs patched")
 	if err := parse(fs, args); err != nil {
@@ -102,6 +110,10 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 		nudges = []bool{false, true}
 	default:
 		return fmt.Errorf("--nudge %q: want on, off or both", *nudge)
+	}
+	limits, err := parseLimits(*limitsFlag)
+	if err != nil {
+		return err
 	}
 	scenarios, err := parseScenarios(*scen)
 	if err != nil {
@@ -148,12 +160,12 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 		var vs []ReinjectionVariant
 		for _, sc := range scenarios {
 			for _, nn := range nudges {
-				ks := []int{0, 1}
+				ks := slices.Clone(limits)
 				if i%2 == 1 {
-					ks = []int{1, 0} // alternate which arm goes first
+					slices.Reverse(ks) // alternate which arm goes first
 				}
 				for _, k := range ks {
-					v := ReinjectionVariant{Name: map[int]string{0: "stock", 1: "patched"}[k], Limit: k, NoNudge: nn, Scen: sc,
+					v := ReinjectionVariant{Name: limitNames[k], Limit: k, NoNudge: nn, Scen: sc,
 						Nudge: map[bool]string{false: "nudge", true: "no-nudge"}[nn]}
 					v.Key = v.Name + "/" + string(sc) + "/" + v.Nudge
 					vs = append(vs, v)
@@ -199,6 +211,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 				delete(rep.Settings, "sysctls")
 				rep.Settings["scenarios"] = *scen
 				rep.Settings["nudge"] = *nudge
+				rep.Settings["limits"] = *limitsFlag
 				rep.Settings["args"] = strings.Join(args, " ")
 			}
 			res.Series, res.SubflowSeries = nil, nil
@@ -272,7 +285,7 @@ func (rep *ReinjectionReport) summarize(byKey map[string][]*Result, keys []strin
 	limits := map[string]float64{"cut": 1.5*lteRTT + 10, "blackhole": 1.5*lteRTT + 60}
 	for _, k := range keys {
 		parts := strings.SplitN(k, "/", 3)
-		if len(parts) != 3 || parts[0] != "patched" {
+		if len(parts) != 3 || parts[0] == "stock" {
 			continue
 		}
 		st := rep.Stats[k]
@@ -309,7 +322,7 @@ func reinjectionSVG(byKey map[string][]*Result, keys []string, scenarios []Fault
 	const W, PH, L, R, T, B, gap = 900.0, 260.0, 60.0, 20.0, 40.0, 40.0, 50.0
 	H := T + float64(len(scenarios))*(PH+gap) + B - gap
 	pw := W - L - R
-	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf"}
+	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf", "probe": "#27ae60"}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
@@ -389,4 +402,24 @@ func medianSeries(rs []*Result) []float64 {
 		}
 	}
 	return out
+}
+
+// parseLimits reads --limits: distinct values of the sysctl, 0 among them
+// (the stock arm every other arm is judged against).
+func parseLimits(v string) ([]int, error) {
+	var ls []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if _, ok := limitNames[n]; err != nil || !ok {
+			return nil, fmt.Errorf("--limits %q: %q is not 0, 1 or 2", v, f)
+		}
+		if slices.Contains(ls, n) {
+			return nil, fmt.Errorf("--limits %q: %d twice", v, n)
+		}
+		ls = append(ls, n)
+	}
+	if !slices.Contains(ls, 0) || len(ls) < 2 {
+		return nil, fmt.Errorf("--limits %q: want 0 (stock) and at least one other", v)
+	}
+	return ls, nil
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,9 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--cc", "vegas"},
 		{"failover", "--backup-queue-min", "lots"},
 		{"failover", "--shaper-burst", "-1KiB"},
+		{"reinjection", "--limits", "1,2"},
+		{"reinjection", "--limits", "0,3"},
+		{"reinjection", "--limits", "0,1,1"},
 		{"bench", "--cc", "BBR2"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
 		{"bench", "--scenarios", "cut,meteor"},
@@ -281,6 +285,20 @@ func TestShaperQueueBytes(t *testing.T) {
 		}
 		if got := w.ShaperQueueBytes(lte); got != wantLTE {
 			t.Errorf("--shaper-burst %q: LTE limit %d, want %d", tc.burst, got, wantLTE)
+		}
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	for v, want := range map[string][]int{"0,1": {0, 1}, "2, 0": {2, 0}, "0,1,2": {0, 1, 2}} {
+		got, err := parseLimits(v)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("parseLimits(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"", "0", "1,2", "0,x", "0,3", "0,1,0"} {
+		if got, err := parseLimits(v); err == nil {
+			t.Errorf("parseLimits(%q) = %v, want an error", v, got)
 		}
 	}
 }
