@@ -30,8 +30,8 @@ const reinjectSysctl = "net.mptcp.reinject_limit"
 // limitNames names the arms by the sysctl's value: 0 is the stock
 // behaviour, 1 re-injects at the surviving subflow's pace (0001), 2 also
 // asks the peer where its hole starts before re-injecting after a cut
-// (0002).
-var limitNames = map[int]string{0: "stock", 1: "patched", 2: "probe"}
+// (0002); 3 asks after a blackhole too.
+var limitNames = map[int]string{0: "stock", 1: "patched", 2: "probe", 3: "probe-all"}
 
 // ratesWhy goes into the report: the lab's defaults are the seed's rates,
 // the VM's are lower.
@@ -91,7 +91,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 	trials := fs.Int("trials", 20, "trials per arm (kernel × scenario × nudge)")
 	scen := fs.String("scenarios", "cut,blackhole", "comma-separated scenarios")
 	nudge := fs.String("nudge", "on", "the supervisor's DATA_ACK nudge: on, off or both")
-	limitsFlag := fs.String("limits", "0,1", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched, 2 probe); 0 is the reference")
+	limitsFlag := fs.String("limits", "0,1", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched, 2 probe, 3 probe-all); 0 is the reference")
 	out := fs.String("out", "build/bench/reinjection.json", "report file")
 	plot := fs.String("plot", "build/bench/reinjection.svg", "receive rate around the fault, stock vs patched")
 	if err := parse(fs, args); err != nil {
@@ -322,7 +322,7 @@ func reinjectionSVG(byKey map[string][]*Result, keys []string, scenarios []Fault
 	const W, PH, L, R, T, B, gap = 900.0, 260.0, 60.0, 20.0, 40.0, 40.0, 50.0
 	H := T + float64(len(scenarios))*(PH+gap) + B - gap
 	pw := W - L - R
-	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf", "probe": "#27ae60"}
+	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf", "probe": "#27ae60", "probe-all": "#8e44ad"}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
@@ -411,7 +411,7 @@ func parseLimits(v string) ([]int, error) {
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if _, ok := limitNames[n]; err != nil || !ok {
-			return nil, fmt.Errorf("--limits %q: %q is not 0, 1 or 2", v, f)
+			return nil, fmt.Errorf("--limits %q: %q is not 0, 1, 2 or 3", v, f)
 		}
 		if slices.Contains(ls, n) {
 			return nil, fmt.Errorf("--limits %q: %d twice", v, n)

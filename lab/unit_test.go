@@ -48,7 +48,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--backup-queue-min", "lots"},
 		{"failover", "--shaper-burst", "-1KiB"},
 		{"reinjection", "--limits", "1,2"},
-		{"reinjection", "--limits", "0,3"},
+		{"reinjection", "--limits", "0,4"},
 		{"reinjection", "--limits", "0,1,1"},
 		{"bench", "--cc", "BBR2"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
@@ -296,7 +296,7 @@ func TestParseLimits(t *testing.T) {
 			t.Errorf("parseLimits(%q) = %v, %v; want %v", v, got, err, want)
 		}
 	}
-	for _, v := range []string{"", "0", "1,2", "0,x", "0,3", "0,1,0"} {
+	for _, v := range []string{"", "0", "1,2", "0,x", "0,4", "0,1,0"} {
 		if got, err := parseLimits(v); err == nil {
 			t.Errorf("parseLimits(%q) = %v, want an error", v, got)
 		}

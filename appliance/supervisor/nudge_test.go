@@ -20,6 +20,9 @@ func TestNudgeWanted(t *testing.T) {
 		{config.NudgeAuto, "", true},   // stock kernel: re-injects the whole queue
 		{config.NudgeAuto, "0", true},  // patch switched off
 		{config.NudgeAuto, "1", false}, // the kernel finds the hole itself
+		{config.NudgeAuto, "2", false}, // and after a cut asks for it first
+		{config.NudgeAuto, "3", false}, // after any close
+		{config.NudgeAuto, "4", true},  // a switch we do not know
 		{config.NudgeOn, "1", true},
 		{config.NudgeOff, "", false},
 	} {

@@ -821,5 +821,14 @@ func (s *Supervisor) nudgeWanted() bool {
 		return false
 	}
 	b, err := os.ReadFile(reinjectLimitSysctl)
-	return err != nil || strings.TrimSpace(string(b)) != "1"
+	if err != nil {
+		return true
+	}
+	// 1 re-injects at the backup's pace, 2 and 3 also ask the receiver
+	// where its hole starts first: either way the kernel finds the hole.
+	switch strings.TrimSpace(string(b)) {
+	case "1", "2", "3":
+		return false
+	}
+	return true
 }
