@@ -91,7 +91,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 	trials := fs.Int("trials", 20, "trials per arm (kernel × scenario × nudge)")
 	scen := fs.String("scenarios", "cut,blackhole", "comma-separated scenarios")
 	nudge := fs.String("nudge", "on", "the supervisor's DATA_ACK nudge: on, off or both")
-	limitsFlag := fs.String("limits", "0,3", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all: the board default); 0 is the reference")
+	limitsFlag := fs.String("limits", "0,3", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all; the board kernel's default is 1); 0 is the reference")
 	out := fs.String("out", "build/bench/reinjection.json", "report file")
 	plot := fs.String("plot", "build/bench/reinjection.svg", "receive rate around the fault, stock vs patched")
 	if err := parse(fs, args); err != nil {
