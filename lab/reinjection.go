@@ -411,7 +411,7 @@ func parseLimits(v string) ([]int, error) {
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if _, ok := limitNames[n]; err != nil || !ok {
-			return nil, fmt.Errorf("--limits %q: %q is not 0, 1, 2 or 3", v, f)
+			return nil, fmt.Errorf("--limits %q: %q is not one of %v", v, f, slices.Sorted(maps.Keys(limitNames)))
 		}
 		if slices.Contains(ls, n) {
 			return nil, fmt.Errorf("--limits %q: %d twice", v, n)
