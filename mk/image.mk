@@ -23,7 +23,7 @@ kernel: ## rebuild the board kernel into board/amd64 (long: see build-info.txt)
 	$(KERNEL_DIR)/build-kernel.sh
 
 image-deps:
-	@board/deps.sh $(IMAGE_DEPS)
+	@tools/deps.sh $(IMAGE_DEPS)
 
 $(GOK): image/tools/go.mod image/tools/go.sum
 	@mkdir -p $(dir $@)

@@ -24,7 +24,7 @@ $(STOCK_KERNEL): board/selftest/build-stock.sh $(KERNEL_DIR)/build-kernel.sh $(K
 	board/selftest/build-stock.sh
 
 kernel-selftest: $(STOCK_KERNEL) ## MPTCP selftests in qemu, patched vs stock: build/selftest/results.json
-	@board/deps.sh $(SELFTEST_DEPS)
+	@tools/deps.sh $(SELFTEST_DEPS)
 	board/selftest/prepare.sh build/kernel-stock/linux-source-6.12 $(SELFTEST_DIR)
 	nice -n 15 $(GO) run ./board/selftest -tests '$(SELFTESTS)' -rounds $(SELFTEST_ROUNDS) \
 		-timeout $(SELFTEST_TIMEOUT) -out $(SELFTEST_DIR)/results.json -logs $(SELFTEST_DIR)/logs $(SELFTEST_FLAGS)

@@ -22,7 +22,7 @@ dest=${DEST:-$here}
 case "${PATCHES:-series}" in series|none) ;; *) echo "build-kernel: PATCHES=$PATCHES: want series or none" >&2; exit 2 ;; esac
 tarball=/usr/src/linux-source-6.12.tar.xz
 
-"$root/board/deps.sh" linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils kmod gcc make
+"$root/tools/deps.sh" linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils kmod gcc make
 
 mkdir -p "$build"
 src="$build/linux-source-6.12"

@@ -161,7 +161,7 @@ func logic() (int, error) {
 	for _, m := range missing {
 		for _, r := range requiredTools {
 			if m == r {
-				return 0, fmt.Errorf("host tool %s missing (board/deps.sh installs it via make kernel-selftest)", m)
+				return 0, fmt.Errorf("host tool %s missing (tools/deps.sh installs it via make kernel-selftest)", m)
 			}
 		}
 	}

@@ -13,7 +13,7 @@ out=$(mkdir -p "$2" && cd "$2" && pwd)
 st=$src/tools/testing/selftests/net
 niceness=${NICE:-15}
 
-"$(dirname "$0")/../deps.sh" gcc make libc6-dev bash iproute2 nftables iptables ethtool procps iputils-ping coreutils
+"$(dirname "$0")/../../tools/deps.sh" gcc make rsync libc6-dev bash iproute2 nftables iptables ethtool procps iputils-ping coreutils
 
 if [ ! -f "$out/usr/include/linux/mptcp.h" ] || [ "$st/mptcp/mptcp_connect.c" -nt "$out/usr/include/linux/mptcp.h" ]; then
 	nice -n "$niceness" make -s -C "$src" O="$out/hdr-out" headers_install INSTALL_HDR_PATH="$out/usr"
