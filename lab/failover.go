@@ -192,9 +192,13 @@ type Result struct {
 	MPTCP              bool    `json:"mptcp"`
 	MaxStallMs         float64 `json:"max_stall_ms"`
 	FaultStallMs       float64 `json:"fault_stall_ms"`
-	RestoreStallMs     float64 `json:"restore_stall_ms"`
-	FiberMbps          float64 `json:"fiber_mbps"`
-	LTEMbps            float64 `json:"lte_mbps"`
+	// FaultApplyMs: how long the call that applied the fault took (cut,
+	// blackhole). The stall counts from the call's start; a call that
+	// waited (e.g. for the RTNL lock) put the fault later than that.
+	FaultApplyMs   float64 `json:"fault_apply_ms,omitempty"`
+	RestoreStallMs float64 `json:"restore_stall_ms"`
+	FiberMbps      float64 `json:"fiber_mbps"`
+	LTEMbps        float64 `json:"lte_mbps"`
 	// For the loss scenario: how often the policy moved the fiber in or
 	// out of use during the loss (goal: at most one switch each way) and
 	// the goodput kept during it relative to before.
@@ -569,6 +573,9 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 		}
 		if t0, err = w.Inject(ctx, o.Scenario, fiber, o.FlapPeriod); err != nil {
 			return err
+		}
+		if o.Scenario == FaultCut || o.Scenario == FaultBlackhole {
+			res.FaultApplyMs = float64(time.Since(t0).Microseconds()) / 1000
 		}
 		if traced != nil {
 			shift := float64(t0.Sub(traceStart).Microseconds()) / 1000

@@ -21,8 +21,9 @@ import (
 // The stock-versus-patched comparison of issue 7. Our board kernel carries
 // a patch that re-injects at the surviving subflow's pace after a subflow
 // close (board/amd64/patches); the per-netns sysctl
-// net.mptcp.reinject_limit switches it off (0, the stock behaviour) or on
-// (1). Both run in the same VM, in one run, trial by trial in alternating
+// net.mptcp.reinject_limit switches it off (0, the stock behaviour) or
+// selects a mode (1 pacing, 2 and 3 the probe; 3 is the default). The arms
+// run in the same VM, in one run, trial by trial in alternating
 // order so that drift of the host's load does not favour either.
 
 const reinjectSysctl = "net.mptcp.reinject_limit"
@@ -91,7 +92,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 	trials := fs.Int("trials", 20, "trials per arm (kernel × scenario × nudge)")
 	scen := fs.String("scenarios", "cut,blackhole", "comma-separated scenarios")
 	nudge := fs.String("nudge", "on", "the supervisor's DATA_ACK nudge: on, off or both")
-	limitsFlag := fs.String("limits", "0,3", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all; the board kernel's default is 1); 0 is the reference")
+	limitsFlag := fs.String("limits", "0,3", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all, the board kernel's default); 0 is the reference")
 	out := fs.String("out", "build/bench/reinjection.json", "report file")
 	plot := fs.String("plot", "build/bench/reinjection.svg", "receive rate around the fault, stock vs patched")
 	if err := parse(fs, args); err != nil {
@@ -221,8 +222,8 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 			}
 			byKey[v.Key] = append(byKey[v.Key], res)
 			rep.Trials = append(rep.Trials, &ReinjectionTrial{Key: v.Key, Trial: i + 1, Result: res})
-			fmt.Fprintf(stderr, "%-28s %2d/%d: stall %6.1f ms (det %s rm %s lte %s new %s) dup %4d/%4d lost %d hung %v lte-before %v %s\n",
-				v.Key, i+1, *trials, res.FaultStallMs, fmtMs(res.Breakdown.DetectedMs), fmtMs(res.Breakdown.EndpointRemovedMs),
+			fmt.Fprintf(stderr, "%-28s %2d/%d: stall %6.1f ms (apply %.1f det %s rm %s lte %s new %s) dup %4d/%4d lost %d hung %v lte-before %v %s\n",
+				v.Key, i+1, *trials, res.FaultStallMs, res.FaultApplyMs, fmtMs(res.Breakdown.DetectedMs), fmtMs(res.Breakdown.EndpointRemovedMs),
 				fmtMs(res.Breakdown.FirstLTEByteMs), fmtMs(res.Breakdown.FirstNewByteMs), res.FaultCounters["conc.DuplicateData"], res.DuplicateData, res.LostBytes, res.Hung,
 				res.LTECarryingBeforeFault, res.Error)
 			rep.summarize(byKey, keys, lteRTT)
