@@ -50,7 +50,9 @@ if [ "$(cat "$build/source.stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 
 # Reproducible metadata: the same inputs give the same vmlinuz.
-export KBUILD_BUILD_USER=lifeline KBUILD_BUILD_HOST=lifeline
+# KBUILD_BUILD_VERSION fixes the "#N" in the version string, which otherwise
+# counts builds in the object tree (out/.version) and changes the image.
+export KBUILD_BUILD_USER=lifeline KBUILD_BUILD_HOST=lifeline KBUILD_BUILD_VERSION=1
 export KBUILD_BUILD_TIMESTAMP="$(date -u -d @"$(stat -c %Y "$tarball")" '+%Y-%m-%d')"
 
 mk() { nice -n "$niceness" make -s -C "$src" O="$out" "$@"; }
