@@ -399,6 +399,9 @@ func (w *World) runFailover(ctx context.Context, o FailoverOptions, res *Result)
 	if err := rp.waitLine(ctx, "recv: listening", 10*time.Second); err != nil {
 		return err
 	}
+	if err := w.waitEndpoints(ctx, []*Path{fiber, lte}, endpointWait); err != nil {
+		return err
+	}
 	res.TunnelRTTIdle = map[string]RTTStats{}
 	for _, p := range w.Paths {
 		st, err := w.TunnelRTT(ctx, p, 20, 10*time.Millisecond)
@@ -1097,4 +1100,56 @@ func counterDelta(before map[string]int64, ns string) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// endpointWait bounds the wait for the supervisor's MPTCP endpoints before
+// a transfer. A WireGuard handshake whose first initiation is lost is
+// retried after 5 s (REKEY_TIMEOUT), so a path can come up that late.
+const endpointWait = 15 * time.Second
+
+// waitEndpoints waits until the router has an MPTCP endpoint on every
+// path's tunnel address, i.e. the supervisor saw each path healthy. A
+// fault injected before that tests a world still starting (once in the VM
+// lab the LTE tunnel answered none of 21 pings and the "failover" stalled
+// 2.5 s until its handshake retry), not the failover.
+func (w *World) waitEndpoints(ctx context.Context, paths []*Path, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := run(ctx, "ip", "-n", w.Router, "mptcp", "endpoint", "show")
+		if err != nil {
+			return err
+		}
+		missing := missingEndpoints(out, paths)
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("world not ready: no MPTCP endpoint on the router for %s after %v (ip mptcp endpoint show: %q)",
+				strings.Join(missing, ", "), timeout, strings.TrimSpace(out))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// missingEndpoints names the paths whose tunnel address has no line in
+// `ip mptcp endpoint show` output.
+func missingEndpoints(show string, paths []*Path) []string {
+	have := map[string]bool{}
+	for _, line := range strings.Split(show, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			have[f[0]] = true
+		}
+	}
+	var missing []string
+	for _, p := range paths {
+		addr, _, _ := strings.Cut(p.TunnelAddr(), "/")
+		if !have[addr] {
+			missing = append(missing, p.Name+" ("+addr+")")
+		}
+	}
+	return missing
 }

@@ -302,3 +302,21 @@ func TestParseLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingEndpoints(t *testing.T) {
+	fiber, lte := &Path{Name: "fiber", Index: 1}, &Path{Name: "lte", Index: 3}
+	for _, tc := range []struct {
+		show string
+		want []string
+	}{
+		{"10.55.1.2 id 1 subflow dev wg-f\n10.55.3.2 id 2 subflow backup dev wg-l\n", nil},
+		{"10.55.1.2 id 1 subflow dev wg-f\n", []string{"lte (10.55.3.2)"}},
+		// 10.55.3.20 is not 10.55.3.2: whole fields, not prefixes.
+		{"10.55.3.20 id 4 subflow dev x\n", []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
+		{"", []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
+	} {
+		if got := missingEndpoints(tc.show, []*Path{fiber, lte}); !slices.Equal(got, tc.want) {
+			t.Errorf("missingEndpoints(%q) = %q, want %q", tc.show, got, tc.want)
+		}
+	}
+}

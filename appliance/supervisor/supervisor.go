@@ -544,22 +544,34 @@ func failingBack(prev, now map[string]failover.Mode) (active string, backups []s
 
 // removeEndpoints deletes the MPTCP endpoints on p's tunnel address (the
 // kernel closes their subflows) and returns what it deleted.
-func (s *Supervisor) removeEndpoints(p *uplinkPlan) ([]mptcp.Endpoint, error) {
+func (s *Supervisor) removeEndpoints(p *uplinkPlan) ([]removedEndpoint, error) {
+	start := time.Now()
 	eps, err := s.pm.Endpoints()
 	if err != nil {
 		return nil, fmt.Errorf("mptcp Endpoints: %w", err)
 	}
-	var gone []mptcp.Endpoint
+	dump := time.Since(start)
+	var gone []removedEndpoint
 	for _, e := range eps {
 		if e.Addr != p.tunnel.Addr() {
 			continue
 		}
+		t := time.Now()
 		if err := s.pm.DelEndpoint(e.ID); err != nil {
 			return gone, fmt.Errorf("mptcp DelEndpoint(%d %v): %w", e.ID, e.Addr, err)
 		}
-		gone = append(gone, e)
+		gone = append(gone, removedEndpoint{Endpoint: e, dump: dump, del: time.Since(t)})
 	}
 	return gone, nil
+}
+
+// removedEndpoint says how long finding and deleting it took: the delete
+// closes the path's subflows and starts the re-injection inside the
+// kernel, so on a slow CPU it is most of the time from detection to the
+// backup carrying data.
+type removedEndpoint struct {
+	mptcp.Endpoint
+	dump, del time.Duration
 }
 
 // ensureEndpoint makes p's tunnel address an MPTCP subflow endpoint,
@@ -624,7 +636,8 @@ func (s *Supervisor) setMode(name string, want failover.Mode) error {
 		}
 		gone, err := s.removeEndpoints(p)
 		for _, e := range gone {
-			s.event(time.Now(), "endpoint_removed", name, fmt.Sprintf("id %d %v", e.ID, e.Addr))
+			s.event(time.Now(), "endpoint_removed", name, fmt.Sprintf("id %d %v (dump %v, delete %v)", e.ID, e.Addr,
+				e.dump.Round(time.Microsecond), e.del.Round(time.Microsecond)))
 		}
 		if err != nil {
 			return err
