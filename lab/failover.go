@@ -86,13 +86,7 @@ func (w *World) cycleCheck(cycle int, restored time.Time) CycleCheck {
 	if m, err := readNetstat(w.Conc); err == nil {
 		c.JoinsRejected = m["MPTcpExt.MPJoinRejected"]
 	}
-	fd, err := unix.Open("/run/netns/"+w.Router, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		c.Error = fmt.Sprintf("open netns %s: %v", w.Router, err)
-		return c
-	}
-	defer unix.Close(fd)
-	pm, err := mptcp.DialNetNS(fd)
+	pm, err := w.routerPM()
 	if err != nil {
 		c.Error = err.Error()
 		return c
@@ -1102,6 +1096,17 @@ func counterDelta(before map[string]int64, ns string) map[string]int64 {
 	return out
 }
 
+// routerPM dials the MPTCP path manager in the router's namespace.
+func (w *World) routerPM() (*mptcp.Client, error) {
+	fd, err := unix.Open("/run/netns/"+w.Router, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", w.Router, err)
+	}
+	// The client's socket stays in the namespace after the fd is closed.
+	defer unix.Close(fd)
+	return mptcp.DialNetNS(fd)
+}
+
 // endpointWait bounds the wait for the supervisor's MPTCP endpoints before
 // a transfer. A WireGuard handshake whose first initiation is lost is
 // retried after 5 s (REKEY_TIMEOUT), so a path can come up that late.
@@ -1113,19 +1118,24 @@ const endpointWait = 15 * time.Second
 // lab the LTE tunnel answered none of 21 pings and the "failover" stalled
 // 2.5 s until its handshake retry), not the failover.
 func (w *World) waitEndpoints(ctx context.Context, paths []*Path, timeout time.Duration) error {
+	pm, err := w.routerPM()
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
 	deadline := time.Now().Add(timeout)
 	for {
-		out, err := run(ctx, "ip", "-n", w.Router, "mptcp", "endpoint", "show")
+		eps, err := pm.Endpoints()
 		if err != nil {
 			return err
 		}
-		missing := missingEndpoints(out, paths)
+		missing := missingEndpoints(eps, paths)
 		if len(missing) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("world not ready: no MPTCP endpoint on the router for %s after %v (ip mptcp endpoint show: %q)",
-				strings.Join(missing, ", "), timeout, strings.TrimSpace(out))
+			return fmt.Errorf("world not ready: no MPTCP endpoint on the router for %s after %v (endpoints: %v)",
+				strings.Join(missing, ", "), timeout, eps)
 		}
 		select {
 		case <-ctx.Done():
@@ -1135,20 +1145,13 @@ func (w *World) waitEndpoints(ctx context.Context, paths []*Path, timeout time.D
 	}
 }
 
-// missingEndpoints names the paths whose tunnel address has no line in
-// `ip mptcp endpoint show` output.
-func missingEndpoints(show string, paths []*Path) []string {
-	have := map[string]bool{}
-	for _, line := range strings.Split(show, "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			have[f[0]] = true
-		}
-	}
+// missingEndpoints names the paths whose tunnel address has no endpoint.
+func missingEndpoints(eps []mptcp.Endpoint, paths []*Path) []string {
 	var missing []string
 	for _, p := range paths {
-		addr, _, _ := strings.Cut(p.TunnelAddr(), "/")
-		if !have[addr] {
-			missing = append(missing, p.Name+" ("+addr+")")
+		addr := netip.MustParsePrefix(p.TunnelAddr()).Addr()
+		if !slices.ContainsFunc(eps, func(e mptcp.Endpoint) bool { return e.Addr == addr }) {
+			missing = append(missing, p.Name+" ("+addr.String()+")")
 		}
 	}
 	return missing

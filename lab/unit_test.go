@@ -8,12 +8,14 @@ import (
 	"flag"
 	"io"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lifeline-router/lifeline/lab/linkem"
+	"github.com/lifeline-router/lifeline/uplinks/mptcp"
 )
 
 func TestParseSize(t *testing.T) {
@@ -305,18 +307,19 @@ func TestParseLimits(t *testing.T) {
 
 func TestMissingEndpoints(t *testing.T) {
 	fiber, lte := &Path{Name: "fiber", Index: 1}, &Path{Name: "lte", Index: 3}
+	ep := func(addr string) mptcp.Endpoint { return mptcp.Endpoint{Addr: netip.MustParseAddr(addr)} }
 	for _, tc := range []struct {
-		show string
+		eps  []mptcp.Endpoint
 		want []string
 	}{
-		{"10.55.1.2 id 1 subflow dev wg-f\n10.55.3.2 id 2 subflow backup dev wg-l\n", nil},
-		{"10.55.1.2 id 1 subflow dev wg-f\n", []string{"lte (10.55.3.2)"}},
-		// 10.55.3.20 is not 10.55.3.2: whole fields, not prefixes.
-		{"10.55.3.20 id 4 subflow dev x\n", []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
-		{"", []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
+		{[]mptcp.Endpoint{ep("10.55.1.2"), ep("10.55.3.2")}, nil},
+		{[]mptcp.Endpoint{ep("10.55.1.2")}, []string{"lte (10.55.3.2)"}},
+		// 10.55.3.20 is not 10.55.3.2: whole addresses, not prefixes.
+		{[]mptcp.Endpoint{ep("10.55.3.20")}, []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
+		{nil, []string{"fiber (10.55.1.2)", "lte (10.55.3.2)"}},
 	} {
-		if got := missingEndpoints(tc.show, []*Path{fiber, lte}); !slices.Equal(got, tc.want) {
-			t.Errorf("missingEndpoints(%q) = %q, want %q", tc.show, got, tc.want)
+		if got := missingEndpoints(tc.eps, []*Path{fiber, lte}); !slices.Equal(got, tc.want) {
+			t.Errorf("missingEndpoints(%v) = %q, want %q", tc.eps, got, tc.want)
 		}
 	}
 }
