@@ -22,7 +22,8 @@ import (
 // a patch that re-injects at the surviving subflow's pace after a subflow
 // close (board/amd64/patches); the per-netns sysctl
 // net.mptcp.reinject_limit switches it off (0, the stock behaviour) or
-// selects a mode (1 pacing, 2 and 3 the probe; 3 is the default). The arms
+// selects a mode (1 pacing, 2 to 4 the probe, 4 with a first flight from
+// the likely hole; 4 is the default). The arms
 // run in the same VM, in one run, trial by trial in alternating
 // order so that drift of the host's load does not favour either.
 
@@ -31,8 +32,9 @@ const reinjectSysctl = "net.mptcp.reinject_limit"
 // limitNames names the arms by the sysctl's value: 0 is the stock
 // behaviour, 1 re-injects at the surviving subflow's pace (0001), 2 also
 // asks the peer where its hole starts before re-injecting after a cut
-// (0002); 3 asks after a blackhole too.
-var limitNames = map[int]string{0: "stock", 1: "patched", 2: "probe", 3: "probe-all"}
+// (0002); 3 asks after a blackhole too; 4 also sends, right behind the
+// probe, a first flight from where the peer's hole likely starts (0003).
+var limitNames = map[int]string{0: "stock", 1: "patched", 2: "probe", 3: "probe-all", 4: "lead"}
 
 // ratesWhy goes into the report: the lab's defaults are the seed's rates,
 // the VM's are lower.
@@ -92,7 +94,7 @@ func cmdReinjection(ctx context.Context, args []string, stdout, stderr io.Writer
 	trials := fs.Int("trials", 20, "trials per arm (kernel × scenario × nudge)")
 	scen := fs.String("scenarios", "cut,blackhole", "comma-separated scenarios")
 	nudge := fs.String("nudge", "on", "the supervisor's DATA_ACK nudge: on, off or both")
-	limitsFlag := fs.String("limits", "0,3", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all, the board kernel's default); 0 is the reference")
+	limitsFlag := fs.String("limits", "0,4", "the arms: comma-separated values of "+reinjectSysctl+" (0 stock, 1 patched: 0001 only, 2 probe after a cut, 3 probe-all, 4 lead: probe-all with a first flight from the likely hole, the board kernel's default); 0 is the reference")
 	out := fs.String("out", "build/bench/reinjection.json", "report file")
 	plot := fs.String("plot", "build/bench/reinjection.svg", "receive rate around the fault, stock vs patched")
 	if err := parse(fs, args); err != nil {
@@ -323,7 +325,7 @@ func reinjectionSVG(byKey map[string][]*Result, keys []string, scenarios []Fault
 	const W, PH, L, R, T, B, gap = 900.0, 260.0, 60.0, 20.0, 40.0, 40.0, 50.0
 	H := T + float64(len(scenarios))*(PH+gap) + B - gap
 	pw := W - L - R
-	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf", "probe": "#27ae60", "probe-all": "#8e44ad"}
+	colors := map[string]string{"stock": "#c0392b", "patched": "#1f5fbf", "probe": "#27ae60", "probe-all": "#8e44ad", "lead": "#e67e22"}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")

@@ -50,7 +50,7 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"failover", "--backup-queue-min", "lots"},
 		{"failover", "--shaper-burst", "-1KiB"},
 		{"reinjection", "--limits", "1,2"},
-		{"reinjection", "--limits", "0,4"},
+		{"reinjection", "--limits", "0,5"},
 		{"reinjection", "--limits", "0,1,1"},
 		{"bench", "--cc", "BBR2"},
 		{"failover", "--lifeline", "/nonexistent/lifeline"},
@@ -292,13 +292,13 @@ func TestShaperQueueBytes(t *testing.T) {
 }
 
 func TestParseLimits(t *testing.T) {
-	for v, want := range map[string][]int{"0,1": {0, 1}, "2, 0": {2, 0}, "0,1,2": {0, 1, 2}} {
+	for v, want := range map[string][]int{"0,1": {0, 1}, "2, 0": {2, 0}, "0,1,2": {0, 1, 2}, "0,4": {0, 4}} {
 		got, err := parseLimits(v)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("parseLimits(%q) = %v, %v; want %v", v, got, err, want)
 		}
 	}
-	for _, v := range []string{"", "0", "1,2", "0,x", "0,4", "0,1,0"} {
+	for _, v := range []string{"", "0", "1,2", "0,x", "0,5", "0,1,0"} {
 		if got, err := parseLimits(v); err == nil {
 			t.Errorf("parseLimits(%q) = %v, want an error", v, got)
 		}

@@ -53,7 +53,7 @@ vmbin:
 vm-failover: deps image-deps build vmbin ## one failover run in the VM lab: make vm-failover VM_FAILOVER_FLAGS='--scenario blackhole'
 	$(LAB) vm --bin-dir $(VMBIN) $(VM_FLAGS) -- failover $(VM_LAB_FLAGS) $(VM_FAILOVER_FLAGS)
 
-# Stock vs patched MPTCP re-injection (net.mptcp.reinject_limit=0/3) on our
+# Stock vs patched MPTCP re-injection (net.mptcp.reinject_limit=0/4) on our
 # kernel, 20 trials per arm of cut and blackhole, in one VM.
 bench-reinjection: deps image-deps build vmbin ## -> build/bench/reinjection.json + reinjection.svg
 	$(LAB) vm --bin-dir $(VMBIN) $(VM_FLAGS) --timeout 90m -- reinjection $(VM_LAB_FLAGS) \

@@ -115,7 +115,7 @@ type Failover struct {
 	NoNudge bool `json:"no_nudge,omitempty"`
 	// Nudge is "auto" (the default), "on" or "off". Auto nudges unless the
 	// kernel re-injects at the surviving subflow's pace (our board
-	// kernel's net.mptcp.reinject_limit 1 to 3, board/amd64/patches): there the
+	// kernel's net.mptcp.reinject_limit 1 to 4, board/amd64/patches): there the
 	// kernel learns the receiver's hole from the backup's first ACK by
 	// itself, and waiting a round trip for the nudge first only delays
 	// the re-injection (VM lab, 3 cut trials per arm: p50 32.3 ms without

@@ -22,7 +22,8 @@ func TestNudgeWanted(t *testing.T) {
 		{config.NudgeAuto, "1", false}, // the kernel finds the hole itself
 		{config.NudgeAuto, "2", false}, // and after a cut asks for it first
 		{config.NudgeAuto, "3", false}, // after any close
-		{config.NudgeAuto, "4", true},  // a switch we do not know
+		{config.NudgeAuto, "4", false}, // and sends the likely hole with the question
+		{config.NudgeAuto, "5", true},  // a switch we do not know
 		{config.NudgeOn, "1", true},
 		{config.NudgeOff, "", false},
 	} {

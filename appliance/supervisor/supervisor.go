@@ -837,10 +837,11 @@ func (s *Supervisor) nudgeWanted() bool {
 	if err != nil {
 		return true
 	}
-	// 1 re-injects at the backup's pace, 2 and 3 also ask the receiver
-	// where its hole starts first: either way the kernel finds the hole.
+	// 1 re-injects at the backup's pace, 2 to 4 also ask the receiver
+	// where its hole starts first (4 sends the likely hole alongside):
+	// either way the kernel finds the hole.
 	switch strings.TrimSpace(string(b)) {
-	case "1", "2", "3":
+	case "1", "2", "3", "4":
 		return false
 	}
 	return true
