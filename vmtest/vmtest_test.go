@@ -24,6 +24,8 @@ tc qdisc show dev lo
 ip link add wg0 type wireguard
 ip -d link show wg0
 sysctl net.mptcp.enabled
+sysctl net.mptcp.reinject_limit
+if sysctl -w net.mptcp.reinject_limit=5 >/dev/null 2>&1; then echo reinject_limit-accepted-5; fi
 `,
 	})
 	if res.ExitCode != 0 {
@@ -37,10 +39,16 @@ sysctl net.mptcp.enabled
 		"bandwidth 20Mbit",
 		"wireguard",
 		"net.mptcp.enabled = 1",
+		// our patches' switch (board/amd64/patches), at its default:
+		// 0003's probe with a first flight from the likely hole
+		"net.mptcp.reinject_limit = 4",
 	} {
 		if !strings.Contains(res.Output, want) {
 			t.Errorf("guest output lacks %q:\n%s", want, res.Output)
 		}
+	}
+	if strings.Contains(res.Output, "reinject_limit-accepted-5") {
+		t.Errorf("net.mptcp.reinject_limit took 5; the patches define 0 to 4:\n%s", res.Output)
 	}
 }
 
