@@ -26,7 +26,6 @@ type skb struct {
 
 type closeLog struct {
 	scenario                       string
-	line                           int
 	inflight, minRTT, rackRTT, mss int64
 	skbs                           []skb
 	truth                          int64
@@ -56,7 +55,7 @@ func parse(name string) ([]closeLog, error) {
 			continue
 		}
 		if m := closeRE.FindStringSubmatch(line); m != nil {
-			c := closeLog{scenario: scenario, line: n}
+			c := closeLog{scenario: scenario}
 			for i, p := range []*int64{&c.inflight, &c.minRTT, &c.rackRTT, &c.mss} {
 				if *p, err = strconv.ParseInt(m[i+1], 10, 64); err != nil {
 					return nil, fmt.Errorf("%s:%d: field %d: %w", name, n, i+1, err)
